@@ -1,0 +1,3 @@
+from sqlsentinel.cli import main
+
+main()

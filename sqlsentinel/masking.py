@@ -1,0 +1,63 @@
+"""Hide secrets (passwords, tokens, webhook URLs) in every text that leaves the process."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+
+MASK = "***"
+
+# user:password@ in any URL-like string, whatever the scheme.
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s/]+)(?P<at>@)"
+)
+# key=value pairs in DSNs, query strings and connect strings.
+_KV_SECRET = re.compile(
+    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?token|"
+    r"private[_-]?key|client[_-]?secret|sig|signature)\s*[=:]\s*)"
+    r"(?P<q>['\"]?)(?P<value>[^'\"\s&;,)]+)(?P=q)",
+    re.IGNORECASE,
+)
+# Slack incoming-webhook paths carry the secret in the URL itself.
+_SLACK_HOOK = re.compile(r"(hooks\.slack\.com/services/)[A-Za-z0-9/_\-]+")
+_BEARER = re.compile(
+    # A credential is a long token: "no basic auth credentials" must stay readable.
+    r"(?P<head>\b(?:Bearer|Basic|Token token=)\s*)[A-Za-z0-9._~+/=\-]{8,}",
+    re.IGNORECASE
+)
+
+_lock = threading.Lock()
+_known: set[str] = set()
+
+
+def register_secret(*values: str | None) -> None:
+    """Remember literal secrets (resolved from the config) so they are masked everywhere."""
+    with _lock:
+        for value in values:
+            if value and len(value) >= 4:
+                _known.add(value)
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    register_secret(*values)
+
+
+def mask(text: str) -> str:
+    """Return ``text`` with every secret it holds replaced by ``***``."""
+    if not text:
+        return text
+    with _lock:
+        known = sorted(_known, key=len, reverse=True)
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    text = _URL_PASSWORD.sub(lambda m: m["head"] + MASK + m["at"], text)
+    text = _KV_SECRET.sub(lambda m: m["key"] + m["q"] + MASK + m["q"], text)
+    text = _SLACK_HOOK.sub(r"\1" + MASK, text)
+    return _BEARER.sub(lambda m: m["head"] + MASK, text)
+
+
+def mask_url(url: str) -> str:
+    """Mask a URL for display: its password, and the path of webhook URLs."""
+    return mask(url)

@@ -1,0 +1,1 @@
+"""sentinel-ops: build, test, push, measure, benchmark and validate images."""
