@@ -1,3 +1,3 @@
-from sqlsentinel.cli import main
+from sqlsentinel.entry import main
 
 main()

@@ -621,20 +621,19 @@ def init(
 def healthcheck(
     url: Annotated[
         str | None,
-        typer.Option(
-            "--url",
-            help="Endpoint to call (default: http://localhost:$SQLSENTINEL_HTTP_PORT/health/ready).",
-        ),
+        typer.Option("--url", help="Endpoint to call (default: http://localhost:$SQLSENTINEL_HTTP_PORT/health/ready)."),
     ] = None,
-    timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Seconds before giving up.")
-    ] = 3.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds before giving up.")] = 3.0,
 ) -> None:
-    """Ask a running daemon whether it is ready; exit 0 if so, 1 if not (for container health checks)."""
-    from sqlsentinel.http import healthcheck as check
+    """Ask a running daemon whether it is ready; exit 0 if so, 1 if not (for container health checks).
 
-    port = os.environ.get("SQLSENTINEL_HTTP_PORT") or "8080"
-    code, message = check(url or f"http://localhost:{port}/health/ready", timeout)
+    The console script answers this command before loading the rest of the CLI
+    (sqlsentinel.entry); this definition gives it its --help and serves `python -m`.
+    """
+    from sqlsentinel.probe import default_url
+    from sqlsentinel.probe import healthcheck as check
+
+    code, message = check(url or default_url(), timeout)
     typer.echo(message, err=code != 0)
     raise typer.Exit(0 if code == 0 else 1)
 

@@ -21,11 +21,7 @@ import logging
 import math
 import os
 import socket
-import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -51,7 +47,6 @@ DEFAULT_PORT = 8080
 DEFAULT_HOSTS = ("0.0.0.0", "::")  # noqa: S104 - the daemon serves probes from outside its container
 PROBE_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/metrics"})
 _NO_IPV6 = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}
-MAX_BODY = 256 * 1024
 # /metrics: an encoding younger than METRICS_MAX_AGE seconds is served as is; one
 # younger than METRICS_MAX_STALE is served while a new one is made; never older.
 METRICS_MAX_AGE = 1.0
@@ -451,73 +446,3 @@ def accepts_gzip(header: str) -> bool:
     return False
 
 
-def healthcheck(url: str, timeout: float) -> tuple[int, str]:
-    """GET a health URL: (0, summary) on a 2xx answer, (1, reason) otherwise.
-
-    Returns within `timeout` seconds whatever the server does (the request runs
-    in a daemon thread that is abandoned if it takes longer), ignores proxy
-    variables, and masks secrets in the summary.
-    """
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return 1, f"not an http(s) URL: {mask(url)!r}"
-    outcome: list[tuple[int, str]] = []
-    worker = threading.Thread(
-        target=lambda: outcome.append(_fetch(url, timeout)),
-        name="sqlsentinel-healthcheck",
-        daemon=True,
-    )
-    worker.start()
-    worker.join(timeout)
-    if not outcome:
-        return 1, f"{mask(url)}: no answer within {timeout:g} s"
-    return outcome[0]
-
-
-def _fetch(url: str, timeout: float) -> tuple[int, str]:
-    # An empty ProxyHandler: HTTP_PROXY in a container must not reroute the probe.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    # The scheme was checked by healthcheck: only http and https get here.
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            return _verdict(response.status, response.read(MAX_BODY))
-    except urllib.error.HTTPError as err:
-        with err:
-            return _verdict(err.code, err.read(MAX_BODY))
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        reason = getattr(err, "reason", None) or err
-        return 1, mask(f"{url}: cannot connect: {reason}")
-
-
-def _verdict(code: int, raw: bytes) -> tuple[int, str]:
-    """Exit code and a one-line summary from an HTTP status and a health body."""
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        body = None
-    status = body.get("status") if isinstance(body, dict) else None
-    summary = f"{status or 'answer'} (HTTP {code})"
-    problems = _problems(body) if isinstance(body, dict) else []
-    if problems:
-        summary += ": " + "; ".join(problems)
-    return (0 if 200 <= code < 300 else 1), mask(summary)
-
-
-def _problems(body: dict[str, Any]) -> list[str]:
-    """Readiness reasons, or every failing check of a /health body, by path."""
-    reasons = body.get("reasons")
-    if isinstance(reasons, list):
-        return [str(r) for r in reasons]
-    found: list[str] = []
-
-    def walk(node: Any, path: str) -> None:
-        if not isinstance(node, dict):
-            return
-        if "message" in node and node.get("status") not in (None, "healthy"):
-            found.append(f"{path}: {node['message']}")
-        for key, child in node.items():
-            walk(child, f"{path}.{key}" if path else str(key))
-
-    walk(body.get("checks"), "")
-    return found

@@ -21,7 +21,7 @@ from sqlsentinel.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "api" / "metrics.md"
-RULES = ROOT / "docs" / "api" / "sqlsentinel-rules.yml"
+RULES = ROOT / "compose" / "prometheus" / "rules" / "sqlsentinel.yml"
 PROMTOOL_MISSING = (
     "promtool not found: install it with "
     "`apt-get install -y --no-install-recommends prometheus`"
@@ -294,7 +294,7 @@ tests:
         exp_alerts:
           - exp_labels: {{severity: warning, channel: pager, job: sqlsentinel}}
             exp_annotations:
-              summary: 3 notifications owed to channel pager for 30 minutes
+              summary: 3 notifications to pager are still undelivered
 """
         )
 
