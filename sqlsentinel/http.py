@@ -3,9 +3,8 @@
 The server runs on the daemon's own event loop (aiohttp AppRunner, one socket per
 address). /metrics answers from an ExpositionCache: encodings made on demand in
 a worker thread and reused for at most a few seconds (docs/api/metrics.md,
-"Freshness"). `healthcheck` is the client side of `sqlsentinel healthcheck`: it uses
-the standard library only, so the command starts fast in a container probe; for
-the same reason aiohttp is imported only when a server is built.
+"Freshness"). The client side, `sqlsentinel healthcheck`, is sqlsentinel.probe.
+aiohttp is imported only when a server is built.
 """
 
 from __future__ import annotations

@@ -30,9 +30,10 @@ from prometheus_client.registry import Collector
 
 from sqlsentinel import http
 from sqlsentinel.health import HealthMonitor, SchedulerSnapshot, engine_probe
-from sqlsentinel.http import SentinelHTTPServer, healthcheck
+from sqlsentinel.http import SentinelHTTPServer
 from sqlsentinel.metrics import Metrics
 from sqlsentinel.notify.base import ChannelCheck
+from sqlsentinel.probe import healthcheck
 
 PROMTOOL_MISSING = (
     "promtool not found: install it with "
