@@ -2,7 +2,8 @@
 
 Exit codes (a contract, see docs/cli.md):
 0 all alerts OK (or the command succeeded), 1 at least one alert firing,
-2 bad usage or configuration, 3 at least one execution failed, 130 interrupted.
+2 bad usage or configuration, 3 at least one execution failed, 130 interrupted
+(SIGINT), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +32,7 @@ EXIT_FIRING = 1
 EXIT_USAGE = 2
 EXIT_FAILED = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 app = typer.Typer(
     name="sqlsentinel",
@@ -143,9 +146,8 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, width=width)
 
 
-def _usage(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(EXIT_USAGE)
+def _usage(message: str, *, as_json: bool = False) -> NoReturn:
+    _fail(message, as_json=as_json, code=EXIT_USAGE)
 
 
 def _load(path: Path, *, as_json: bool = False) -> LoadedConfig:
@@ -178,22 +180,52 @@ def _issue(issue: Any) -> dict[str, Any]:
     }
 
 
-def _open_store(state_db: str | None, config: LoadedConfig | None) -> StateStore:
+def _open_store(
+    state_db: str | None,
+    config: LoadedConfig | None,
+    *,
+    create: bool = True,
+    as_json: bool = False,
+) -> StateStore:
+    """Open the state database; read-only commands (create=False) never create one."""
+    from sqlalchemy.exc import ArgumentError
+
     from sqlsentinel.config import default_state_url
+    from sqlsentinel.database import normalize_url
     from sqlsentinel.errors import StateStoreError
+    from sqlsentinel.masking import mask
     from sqlsentinel.state import StateStore
 
     if config is not None:
         url = config.state_url(state_db)
     else:
         url = state_db or os.environ.get("SQLSENTINEL_STATE_DB") or default_state_url()
+    try:
+        parsed = normalize_url(url)
+    except (ArgumentError, ValueError):
+        _usage(f"state database: {mask(url)!r} is not a database URL", as_json=as_json)
+    if not create and parsed.get_backend_name() == "sqlite" and parsed.database:
+        path = Path(parsed.database).expanduser()
+        if parsed.database != ":memory:" and not path.exists():
+            _fail(
+                f"no state database at {path}: nothing has been recorded there "
+                "(check --state-db or SQLSENTINEL_STATE_DB)",
+                as_json=as_json,
+            )
     store = StateStore(url)
     try:
         store.open()
     except StateStoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_FAILED) from None
+        _fail(str(exc), as_json=as_json)
     return store
+
+
+def _fail(message: str, *, as_json: bool = False, code: int = EXIT_FAILED) -> NoReturn:
+    """Report an error that stops the command: to stderr, or as the JSON document."""
+    if as_json:
+        typer.echo(json.dumps({"error": message}, ensure_ascii=False))
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
 
 
 # ---------------------------------------------------------------------------
@@ -241,19 +273,23 @@ def run(
 ) -> None:
     """Run alerts once, record their state and history, and send notifications."""
     _setup_logging(ctx, log_format, log_level, default_level="warning")
-    loaded = _load(config)
+    loaded = _load(config, as_json=as_json)
     if alert:
         unknown = [n for n in alert if n not in {a.name for a in loaded.alerts}]
         if unknown:
-            _usage(f"no alert named {', '.join(map(repr, unknown))} in {config}")
+            _usage(
+                f"no alert named {', '.join(map(repr, unknown))} in {config}",
+                as_json=as_json,
+            )
         selected = [loaded.alert(n) for n in dict.fromkeys(alert)]
     else:
         selected = list(loaded.enabled_alerts)
-    store = _open_store(state_db, loaded)
+    store = _open_store(state_db, loaded, as_json=as_json)
     try:
         records = asyncio.run(_run_alerts(loaded, store, selected, dry_run))
-    except KeyboardInterrupt:
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        code = EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED
+        _fail("interrupted", as_json=as_json, code=code)
     finally:
         store.close()
     _print_records(records, as_json, dry_run)
@@ -267,6 +303,11 @@ async def _run_alerts(
     from sqlsentinel.logs import new_correlation
 
     engine = Engine(config, store)
+    # SIGTERM (e.g. a cron job killed by its runner) ends the run like Ctrl-C does:
+    # running executions are recorded as cut short instead of vanishing.
+    loop, main_task = asyncio.get_running_loop(), asyncio.current_task()
+    assert main_task is not None
+    loop.add_signal_handler(signal.SIGTERM, _terminate, main_task)
     try:
         with new_correlation():
             if not dry_run:
@@ -282,6 +323,15 @@ async def _run_alerts(
     finally:
         await engine.aclose()
     return list(records)
+
+
+def _terminate(task: asyncio.Task[Any]) -> None:
+    global _terminated
+    _terminated = True
+    task.cancel()
+
+
+_terminated = False
 
 
 def _exit_code(records: list[ExecutionRecord]) -> int:
@@ -347,6 +397,8 @@ def daemon(
         typer.Option(
             "--http-port",
             envvar="SQLSENTINEL_HTTP_PORT",
+            min=0,
+            max=65535,
             help="Port for /health and /metrics (default 8080).",
         ),
     ] = None,
@@ -386,9 +438,10 @@ def daemon(
     except SentinelError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
-    except OSError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_FAILED) from None
+    except ValueError as exc:  # e.g. SQLSENTINEL_HTTP_PORT is not a port number
+        _usage(str(exc))
+    except OSError as exc:  # e.g. the HTTP port is taken
+        _fail(f"could not start: {exc}")
     sys.stdout.flush()
     sys.stderr.flush()
     # Worker threads stuck in a driver call must not hold the exit: state and history
@@ -412,7 +465,7 @@ def history(
     from sqlsentinel.values import display
 
     loaded = _load(config) if config else None
-    store = _open_store(state_db, loaded)
+    store = _open_store(state_db, loaded, create=False, as_json=as_json)
     try:
         records = store.history(alert, limit)
     finally:
@@ -468,7 +521,7 @@ def status(
 ) -> None:
     """Show each alert's current state, silences and owed notifications."""
     loaded = _load(config) if config else None
-    store = _open_store(state_db, loaded)
+    store = _open_store(state_db, loaded, create=False, as_json=as_json)
     now = datetime.now(UTC)
     try:
         states = store.all_states()
@@ -548,7 +601,7 @@ def silence(
     loaded = _load(config) if config else None
     if loaded and alert not in {a.name for a in loaded.alerts}:
         _usage(f"no alert named {alert!r} in {config}")
-    store = _open_store(state_db, loaded)
+    store = _open_store(state_db, loaded, as_json=as_json)
     now = datetime.now(UTC)
     try:
         created = store.add_silence(
@@ -579,7 +632,7 @@ def unsilence(
 ) -> None:
     """End an alert's silences now; notices they held back are sent on the next run."""
     loaded = _load(config) if config else None
-    store = _open_store(state_db, loaded)
+    store = _open_store(state_db, loaded, as_json=as_json)
     try:
         ended = store.end_silences(alert, datetime.now(UTC))
     finally:
@@ -621,9 +674,14 @@ def init(
 def healthcheck(
     url: Annotated[
         str | None,
-        typer.Option("--url", help="Endpoint to call (default: http://localhost:$SQLSENTINEL_HTTP_PORT/health/ready)."),
+        typer.Option(
+            "--url",
+            help="Endpoint to call (default: http://localhost:$SQLSENTINEL_HTTP_PORT/health/ready).",
+        ),
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds before giving up.")] = 3.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds before giving up.")
+    ] = 3.0,
 ) -> None:
     """Ask a running daemon whether it is ready; exit 0 if so, 1 if not (for container health checks).
 

@@ -132,16 +132,29 @@ class DatabaseConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _url_parses(cls, url: str) -> str:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
+        return check_database_url(url)
 
-        try:
-            make_url(url)
-        except ArgumentError:
-            raise ValueError(
-                "is not a database URL (expected e.g. postgresql://user@host/db)"
-            ) from None
-        return url
+
+def check_database_url(url: str) -> str:
+    """Check that a database URL parses and that a driver for it is installed."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from sqlsentinel.database import normalize_url
+
+    try:
+        parsed = normalize_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            "is not a database URL (expected e.g. postgresql://user@host/db)"
+        ) from None
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(
+            f"no installed driver handles {parsed.drivername!r} URLs "
+            "(install the matching extra, e.g. sqlsentinel[postgresql])"
+        ) from None
+    return url
 
 
 class StateConfig(_Strict):
@@ -149,6 +162,11 @@ class StateConfig(_Strict):
 
     url: str | None = None
     retention_days: int = Field(default=90, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url_parses(cls, url: str | None) -> str | None:
+        return check_database_url(url) if url is not None else url
 
 
 class SmtpConfig(_Strict):
@@ -389,6 +407,13 @@ class AlertConfig(_Strict):
             )
         return name
 
+    @field_validator("query")
+    @classmethod
+    def _query_not_blank(cls, query: str) -> str:
+        if not query.strip():
+            raise ValueError("is empty")
+        return query
+
     @field_validator("timezone")
     @classmethod
     def _tz(cls, tz: str | None) -> str | None:
@@ -549,6 +574,24 @@ _ENV_REF = re.compile(
 _SECRET_HINT = re.compile(r"PASS|SECRET|TOKEN|KEY|WEBHOOK|CREDENTIAL", re.IGNORECASE)
 
 
+MAX_VALUES = 2_000_000  # far above a 20,000-alert file; stops "billion laughs" aliases
+
+
+def _too_big(data: Any) -> bool:
+    """Whether the loaded document, aliases expanded, holds more than MAX_VALUES values."""
+    count, stack = 0, [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def substitute_env(
     data: Any,
     env: Mapping[str, str],
@@ -638,6 +681,17 @@ def parse_config(text: str, file: str, env: Mapping[str, str]) -> LoadedConfig:
             ]
         )
 
+    if _too_big(data):
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    file,
+                    "",
+                    f"the file expands to more than {MAX_VALUES:,} values "
+                    "(YAML aliases repeated inside each other?)",
+                )
+            ]
+        )
     missing: list[tuple[str, str]] = []
     data = substitute_env(data, env, "", missing)
     issues = [

@@ -17,6 +17,7 @@ import importlib.util
 import itertools
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 import sqlalchemy
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -264,7 +266,7 @@ class _Run:
                 return
             try:
                 self._cancel()
-            except Exception as exc:  # noqa: BLE001 - a failed cancel must not hide the timeout
+            except Exception as exc:  # noqa: BLE001 - keep the timeout
                 context = {"database": self.database, "error": mask(str(exc))}
                 log.warning("query cancel failed", extra={"context": context})
 
@@ -286,6 +288,10 @@ class _Dialect:
     classify: Callable[[BaseException], Problem | None] = lambda exc: None
     connect_args: Callable[[DatabaseConfig, URL], dict[str, Any]] = lambda cfg, url: {}
     timeout_in_database: bool = False
+    # The file a URL names, which must exist: alert databases are read, never created.
+    database_file: Callable[[URL], str | None] = lambda url: None
+    engine_url: Callable[[URL], URL] = lambda url: url
+    label: str = ""
 
 
 def _driver(conn: Connection) -> Any:
@@ -417,10 +423,20 @@ def _fetch_mysql(
         return columns, rows
     # Closing reads the rest of the result, which may be huge: stop the query first.
     db._run_aside(f"KILL QUERY {int(_driver(conn).thread_id())}")
-    with contextlib.suppress(*db._driver_errors):
-        result.close()
+    _discard_killed(db, result)
     conn.invalidate()  # the KILL may still be pending for this session
     return columns, rows
+
+
+def _discard_killed(db: AlertDatabase, result: sqlalchemy.CursorResult[Any]) -> None:
+    """Close the cursor of a query we killed; its "interrupted" error is expected."""
+    # Closed by SQLAlchemy, the error would be logged with a traceback on every run.
+    try:
+        result.cursor.close()
+    except db._driver_errors as exc:
+        log.debug("killed query's cursor closed: %s", _explain(exc))
+    with contextlib.suppress(*db._driver_errors):
+        result.close()
 
 
 def _cancel_mysql(db: AlertDatabase, driver_conn: Any) -> None:
@@ -469,12 +485,41 @@ def _sqlite_args(cfg: DatabaseConfig, url: URL) -> dict[str, Any]:
     return {"timeout": cfg.connect_timeout}  # how long to wait for a locked database
 
 
+def _sqlite_file(url: URL) -> str | None:
+    """The file of a plain sqlite3 URL; None for memory or a URI the user wrote."""
+    if url.get_driver_name() != "pysqlite" or "uri" in url.query:
+        return None
+    if not url.database or url.database == ":memory:":
+        return None
+    return url.database
+
+
+def _sqlite_engine_url(url: URL) -> URL:
+    """Open the file in SQLite's URI mode ``rw``, which never creates a missing file."""
+    path = _sqlite_file(url)
+    if path is None:
+        return url
+    # An empty authority keeps a path that starts with // from reading as a host.
+    prefix = "file://" if path.startswith("/") else "file:"
+    return url.set(database=prefix + quote(path, safe="/")).update_query_dict(
+        {"mode": "rw", "uri": "true"}
+    )
+
+
 # DuckDB
 
 
 def _duckdb_args(cfg: DatabaseConfig, url: URL) -> dict[str, Any]:
     in_memory = not url.database or url.database.startswith(":memory:")
     return {"read_only": True} if cfg.read_only and not in_memory else {}
+
+
+def _duckdb_file(url: URL) -> str | None:
+    """The file of a DuckDB URL; None for memory or a scheme such as md: or s3://."""
+    path = url.database
+    if not path or path.startswith(":memory:") or re.match(r"[A-Za-z][\w+.-]+:", path):
+        return None
+    return path
 
 
 def _classify_duckdb(exc: BaseException) -> Problem | None:
@@ -513,9 +558,16 @@ _DIALECTS: dict[str, _Dialect] = {
         classify=_classify_sqlite,
         connect_args=_sqlite_args,
         timeout_in_database=True,
+        database_file=_sqlite_file,
+        engine_url=_sqlite_engine_url,
+        label="SQLite",
     ),
     "duckdb": _Dialect(
-        cancel=_interrupt, classify=_classify_duckdb, connect_args=_duckdb_args
+        cancel=_interrupt,
+        classify=_classify_duckdb,
+        connect_args=_duckdb_args,
+        database_file=_duckdb_file,
+        label="DuckDB",
     ),
 }
 _GENERIC = _Dialect()
@@ -559,8 +611,10 @@ class AlertDatabase:
     ) -> QueryResult:
         """Run ``evaluate`` in ``executor``; past the timeout, cancel the statement."""
         run = self._new_run(timeout)
-        # Copy the context so log lines written in the worker keep alert and correlation ids.
-        call = functools.partial(contextvars.copy_context().run, self._evaluate, sql, run)
+        # Copy the context: the worker's log lines keep alert and correlation ids.
+        call = functools.partial(
+            contextvars.copy_context().run, self._evaluate, sql, run
+        )
         future = asyncio.get_running_loop().run_in_executor(executor, call)
         # An abandoned run's outcome is dropped on purpose; read it so asyncio is quiet.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -621,6 +675,7 @@ class AlertDatabase:
     @contextmanager
     def _connection(self, run: _Run) -> Iterator[Connection]:
         engine = self._get_engine()
+        self._check_file()
         try:
             conn = engine.connect()
         except SQLAlchemyError as exc:
@@ -681,6 +736,19 @@ class AlertDatabase:
                 extra={"context": {"database": self.name, "timeout": run.timeout}},
             )
 
+    def _check_file(self) -> None:
+        """Refuse a missing database file before the driver creates an empty one."""
+        path = self._dialect.database_file(self._url)
+        if path is None or os.path.exists(path):
+            return
+        raise DatabaseConnectionError(
+            mask(
+                f"database {self.name!r}: {self._dialect.label} database file not "
+                f"found: {os.path.abspath(path)}; alert databases are only read, "
+                "so it is not created (check the path in the URL)"
+            )
+        )
+
     def _get_engine(self) -> Engine:
         with self._lock:
             if self._engine is None:
@@ -689,11 +757,10 @@ class AlertDatabase:
 
     def _create_engine(self) -> Engine:
         try:
-            dialect_class: Any = self._url.get_dialect()
-            pool_class = dialect_class.get_pool_class(self._url)
-            engine = sqlalchemy.create_engine(
-                self._url, **self._pool_options(pool_class)
-            )
+            url = self._dialect.engine_url(self._url)
+            dialect_class: Any = url.get_dialect()
+            pool_class = dialect_class.get_pool_class(url)
+            engine = sqlalchemy.create_engine(url, **self._pool_options(pool_class))
         except NoSuchModuleError:
             raise DatabaseConnectionError(
                 f"database {self.name!r}: no SQLAlchemy dialect is installed for "
@@ -780,7 +847,7 @@ def _close_transaction(conn: Connection, transaction: Any, dialect: _Dialect) ->
         if not conn.invalidated:
             dialect.finish(conn)
         transaction.rollback()
-    except Exception:  # noqa: BLE001 - the query's own outcome matters more than cleanup
+    except Exception:  # noqa: BLE001 - the query's outcome matters more than cleanup
         if not conn.invalidated:
             conn.invalidate()
 

@@ -18,7 +18,13 @@ from sqlsentinel.errors import DeliveryError, SentinelError
 from sqlsentinel.logs import bind, correlation_id, new_id
 from sqlsentinel.masking import mask
 from sqlsentinel.notify.base import Channel, Notification, NotificationKind
-from sqlsentinel.state import AlertState, ExecutionRecord, OwedNotification, StateStore
+from sqlsentinel.state import (
+    AlertState,
+    ExecutionRecord,
+    OwedNotification,
+    StateConflict,
+    StateStore,
+)
 from sqlsentinel.values import to_json_safe
 
 log = logging.getLogger("sqlsentinel.engine")
@@ -27,6 +33,7 @@ T = TypeVar("T")
 # Backoff between attempts inside one run, and between runs for what stays owed.
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 MAX_IN_RUN_WAIT = 60.0
+STATE_WRITE_ATTEMPTS = 5
 LATER_RETRY_MAX = 3600.0
 
 
@@ -285,27 +292,25 @@ class Engine:
         record.duration_ms = round((time.perf_counter() - started) * 1000, 3)
 
     async def _settle(self, pairs: list[tuple[Alert, ExecutionRecord]]) -> None:
-        """Move each alert's state, and write executions, states and owed notices together."""
+        """Move each alert's state, and write executions, states and owed notices together.
+
+        The write is a compare-and-set on each alert's state: when another daemon
+        (or `run`) wrote a state in between, the states are read again and the
+        transitions decided anew, so people hear of a change once.
+        """
         now = self.clock.now()
-        writes = []
         try:
-            states = await self.in_state_thread(
-                self.store.states_of, [a.name for a, _ in pairs]
-            )
-            silenced = {
-                s.alert_name
-                for s in await self.in_state_thread(self.store.active_silences, now)
-            }
-            for alert, record in pairs:
-                writes.append(
-                    self._transition(
-                        alert,
-                        record,
-                        states.get(alert.name) or AlertState(alert.name),
-                        alert.name in silenced,
+            for attempt in range(1, STATE_WRITE_ATTEMPTS + 1):
+                try:
+                    await self._write_transitions(pairs, now)
+                    break
+                except StateConflict as exc:
+                    if attempt == STATE_WRITE_ATTEMPTS:
+                        raise
+                    log.info(
+                        "state changed meanwhile; deciding again",
+                        extra={"context": {"alert_name": exc.alert_name}},
                     )
-                )
-            await self.in_state_thread(self.store.save_executions, writes, now)
         except SentinelError as exc:
             log.error(
                 "could not record executions",
@@ -327,6 +332,27 @@ class Engine:
                     (record.finished_at or now).timestamp(),
                     record.outcome != "error",
                 )
+
+    async def _write_transitions(
+        self, pairs: list[tuple[Alert, ExecutionRecord]], now: datetime
+    ) -> None:
+        states = await self.in_state_thread(
+            self.store.states_of, [a.name for a, _ in pairs]
+        )
+        silenced = {
+            s.alert_name
+            for s in await self.in_state_thread(self.store.active_silences, now)
+        }
+        writes = [
+            self._transition(
+                alert,
+                record,
+                states.get(alert.name) or AlertState(alert.name),
+                alert.name in silenced,
+            )
+            for alert, record in pairs
+        ]
+        await self.in_state_thread(self.store.save_executions, writes, now)
 
     def _transition(
         self, alert: Alert, record: ExecutionRecord, prev: AlertState, silenced: bool
@@ -429,10 +455,8 @@ class Engine:
             notification = Notification.from_payload(owed.payload)
             attempts = owed.attempts
             error = DeliveryError("not attempted")
-            for delay in (
-                0.0,
-                *RETRY_DELAYS[: self.config.raw.daemon.delivery_attempts - 1],
-            ):
+            per_run = self.config.raw.daemon.delivery_attempts
+            for delay in (0.0, *RETRY_DELAYS[: per_run - 1]):
                 if delay:
                     await self.clock.sleep(delay)
                 attempts += 1
@@ -454,7 +478,8 @@ class Engine:
             retry_at = (
                 None
                 if not error.retryable
-                else self.clock.now() + _later(attempts, error.retry_after)
+                else self.clock.now()
+                + _later(-(-attempts // per_run), error.retry_after)
             )
             await self.in_state_thread(
                 self.store.mark_failed, owed.id, attempts, str(error), retry_at=retry_at
@@ -520,9 +545,12 @@ class Engine:
                 continue
             note = self._notification(alert, last, kind, now)
             items = [(ch.key, ch.label, kind, note.to_payload()) for ch in alert.notify]
-            await self.in_state_thread(
-                self.store.enqueue, last.execution_id, alert.name, items, new, now
-            )
+            try:
+                await self.in_state_thread(
+                    self.store.enqueue, last.execution_id, alert.name, items, new, now
+                )
+            except StateConflict:
+                continue  # another daemon moved this alert meanwhile; the next pass decides
             owed += len(items)
         return owed
 
@@ -542,7 +570,7 @@ def _status_of(outcome: str) -> str:
     return {"ok": "OK", "alert": "ALERT"}.get(outcome, "ERROR")
 
 
-def _later(attempts: int, retry_after: float | None) -> timedelta:
-    """When to try again on a later run: growing with attempts, at most an hour."""
-    seconds = min(LATER_RETRY_MAX, 30.0 * 2 ** max(0, attempts - 1))
+def _later(runs: int, retry_after: float | None) -> timedelta:
+    """When to try again after ``runs`` failed runs: 30 s, 1 min, 2 min... at most an hour."""
+    seconds = min(LATER_RETRY_MAX, 30.0 * 2 ** min(max(0, runs - 1), 20))
     return timedelta(seconds=max(seconds, retry_after or 0))

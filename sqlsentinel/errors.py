@@ -31,8 +31,13 @@ class ConfigError(SentinelError):
     """Raised when a configuration file cannot be read or does not validate."""
 
     def __init__(self, issues: list[ConfigIssue]) -> None:
-        self.issues = issues
-        super().__init__("\n".join(str(issue) for issue in issues))
+        from dataclasses import replace
+
+        from sqlsentinel.masking import mask
+
+        # Messages quote the values they reject; a value may come from a secret.
+        self.issues = [replace(issue, message=mask(issue.message)) for issue in issues]
+        super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
 class QueryContractError(SentinelError):

@@ -443,5 +443,3 @@ def accepts_gzip(header: str) -> bool:
         if coding.strip().lower() in ("gzip", "*"):
             return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00")
     return False
-
-

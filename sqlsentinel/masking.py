@@ -24,7 +24,7 @@ _SLACK_HOOK = re.compile(r"(hooks\.slack\.com/services/)[A-Za-z0-9/_\-]+")
 _BEARER = re.compile(
     # A credential is a long token: "no basic auth credentials" must stay readable.
     r"(?P<head>\b(?:Bearer|Basic|Token token=)\s*)[A-Za-z0-9._~+/=\-]{8,}",
-    re.IGNORECASE
+    re.IGNORECASE,
 )
 
 _lock = threading.Lock()

@@ -14,6 +14,7 @@ to real instants:
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,18 @@ _MACROS = {
 # year on a given weekday needs up to 28 years).
 _SEARCH_YEARS = 30
 _SLACK = timedelta(hours=2)
+# crontab(5) syntax only: no Quartz or Jenkins extensions (L, W, #, ?, H).
+_FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
+_MONTHS = frozenset("jan feb mar apr may jun jul aug sep oct nov dec".split())
+_DAYS = frozenset("sun mon tue wed thu fri sat".split())
+_NAMES: tuple[frozenset[str], ...] = (
+    frozenset(),
+    frozenset(),
+    frozenset(),
+    _MONTHS,
+    _DAYS,
+)
+_PART = re.compile(r"(\*|[0-9a-z]+)(?:-([0-9a-z]+))?(?:/\d+)?")
 
 
 def normalize_cron(expression: str) -> str:
@@ -50,6 +63,21 @@ def check_cron(expression: str) -> None:
             f"{expression!r} is not a cron expression: expected 5 fields "
             "(minute hour day-of-month month day-of-week) or a macro such as @daily"
         )
+    for field, names, value in zip(_FIELDS, _NAMES, text.lower().split(), strict=True):
+        for part in value.split(","):
+            match = _PART.fullmatch(part)
+            words = [
+                w
+                for w in (match.group(1, 2) if match else ())
+                if w and not w.isdigit() and w != "*"
+            ]
+            if match is None or any(w not in names for w in words):
+                raise ValueError(
+                    f"{expression!r} is not a crontab(5) expression: {part!r} in the "
+                    f"{field} field (use numbers, ranges a-b, lists a,b, steps */n"
+                    + (" or names" if names else "")
+                    + ")"
+                )
     try:
         it = croniter(
             text, datetime(2000, 1, 1), max_years_between_matches=_SEARCH_YEARS

@@ -76,6 +76,8 @@ alert_state = Table(
     Column("error_notified", Boolean, nullable=False, server_default="0"),
     Column("last_notified_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Bumped by every write: a write based on an older read is refused (StateConflict).
+    Column("version", Integer, nullable=False, server_default="0"),
 )
 
 executions = Table(
@@ -158,11 +160,7 @@ def utc(value: datetime | None) -> datetime | None:
 
 def _aware(value: datetime) -> datetime:
     """Like utc(), for columns that are never NULL."""
-    return (
-        value.replace(tzinfo=UTC)
-        if value.tzinfo is None
-        else value.astimezone(UTC)
-    )
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _loads(value: str | None) -> Any:
@@ -183,6 +181,7 @@ class AlertState:
     notified_status: str = "OK"
     error_notified: bool = False
     last_notified_at: datetime | None = None
+    version: int | None = None  # None: never stored
 
 
 @dataclass
@@ -781,10 +780,20 @@ def _state_from_row(row: Any) -> AlertState:
         notified_status=row.notified_status or "OK",
         error_notified=bool(row.error_notified),
         last_notified_at=utc(row.last_notified_at),
+        version=row.version or 0,
     )
 
 
+class StateConflict(StateStoreError):
+    """Raised when an alert's state changed since it was read (another daemon wrote it)."""
+
+    def __init__(self, alert_name: str) -> None:
+        super().__init__(f"the state of alert {alert_name!r} changed meanwhile")
+        self.alert_name = alert_name
+
+
 def _upsert_state(conn: Connection, state: AlertState, now: datetime) -> None:
+    """Write a state read earlier, refusing if someone else wrote it since (compare and set)."""
     values = {
         "status": state.status,
         "since": state.since or now,
@@ -795,13 +804,29 @@ def _upsert_state(conn: Connection, state: AlertState, now: datetime) -> None:
         "last_notified_at": state.last_notified_at,
         "updated_at": now,
     }
+    if state.version is None:
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    insert(alert_state).values(
+                        alert_name=state.alert_name, version=1, **values
+                    )
+                )
+        except IntegrityError:
+            raise StateConflict(state.alert_name) from None
+        state.version = 1
+        return
     updated = conn.execute(
         update(alert_state)
-        .where(alert_state.c.alert_name == state.alert_name)
-        .values(**values)
+        .where(
+            alert_state.c.alert_name == state.alert_name,
+            alert_state.c.version == state.version,
+        )
+        .values(version=state.version + 1, **values)
     )
-    if updated.rowcount == 0:
-        conn.execute(insert(alert_state).values(alert_name=state.alert_name, **values))
+    if updated.rowcount != 1:
+        raise StateConflict(state.alert_name)
+    state.version += 1
 
 
 def _execution_values(record: ExecutionRecord, owner: str) -> dict[str, Any]:

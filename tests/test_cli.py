@@ -349,3 +349,67 @@ class TestDaemon:
         assert [(h["alert_name"], h["outcome"], h["error"]) for h in history] == [
             ("slow", "cancelled", "cut short by shutdown")
         ]
+
+
+class TestErrorsAreClear:
+    def test_read_commands_do_not_create_a_state_database(self, tmp_path):
+        missing = tmp_path / "nowhere" / "state.db"
+
+        result = sentinel("status", "--state-db", f"sqlite:///{missing}", "--json")
+
+        assert result.returncode == 3
+        assert json.loads(result.stdout)["error"].startswith(
+            f"no state database at {missing}"
+        )
+        assert not missing.parent.exists()
+
+    def test_bad_state_url_is_a_usage_error(self):
+        result = sentinel("history", "--state-db", "notaurl")
+
+        assert result.returncode == 2 and "is not a database URL" in result.stderr
+        assert "Traceback" not in result.stderr
+
+    def test_run_json_reports_a_bad_config_as_one_document(
+        self, write_config, state_url
+    ):
+        bad = write_config("alerts: [{name: x, notfy: 1}]", "bad.yaml")
+
+        result = sentinel("run", str(bad), "--state-db", state_url, "--json")
+
+        assert result.returncode == 2
+        assert json.loads(result.stdout)["valid"] is False
+
+    def test_port_out_of_range(self, config, state_url):
+        result = sentinel(
+            "daemon", str(config), "--state-db", state_url, "--http-port", "70000"
+        )
+
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+
+    @pytest.mark.postgres
+    def test_sigterm_during_run_records_what_was_cut_short(
+        self, write_config, state_url
+    ):
+        config = write_config("""
+            database: {url: "postgresql://postgres@127.0.0.1:5432/test"}
+            alerts:
+              - {name: slow, schedule: "@daily", query: "SELECT 'OK' AS status FROM pg_sleep(30)"}
+        """)
+        proc = subprocess.Popen(
+            [*SENTINEL, "run", str(config), "--state-db", state_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2)
+
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+        assert proc.returncode == 143
+        history = json.loads(
+            sentinel("history", "--state-db", state_url, "--json").stdout
+        )["executions"]
+        assert [(h["alert_name"], h["outcome"]) for h in history] == [
+            ("slow", "cancelled")
+        ]

@@ -246,4 +246,51 @@ def test_bad_webhook_header_is_a_validation_error(write_config):
 
     found = issues_of(path)
 
-    assert found == [f"{path}: alert 'hook': alerts[0].notify[0].headers: 'Bad Header' is not a valid HTTP header name"]
+    assert found == [
+        f"{path}: alert 'hook': alerts[0].notify[0].headers: 'Bad Header' is not a valid HTTP header name"
+    ]
+
+
+def test_a_secret_rejected_by_validation_is_not_echoed(write_config):
+    path = write_config("""
+        database: {url: "sqlite:///x.db"}
+        alerts:
+          - {name: a, schedule: "@daily", timezone: "${API_TOKEN}", query: "SELECT 1"}
+    """)
+
+    found = issues_of(path, {"API_TOKEN": "tok-9f8e7d6c5b"})
+
+    assert "alerts[0].timezone" in found[0] and "tok-9f8e7d6c5b" not in found[0]
+
+
+def test_alias_bomb_is_refused_quickly(write_config):
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = write_config("\n".join(lines) + "\n")
+
+    found = issues_of(path)
+
+    assert "expands to more than 2,000,000 values" in found[0]
+
+
+@pytest.mark.parametrize(
+    ("database", "message"),
+    [
+        ('{url: "garbage"}', "is not a database URL"),
+        (
+            '{url: "oracle+nosuchdriver://u@127.0.0.1/x"}',
+            "no installed driver handles 'oracle+nosuchdriver'",
+        ),
+    ],
+)
+def test_database_urls_are_checked(write_config, database, message):
+    path = write_config(f"""
+        database: {database}
+        state: {database}
+        alerts: [{{name: a, schedule: "@daily", query: "  "}}]
+    """)
+
+    found = "\n".join(issues_of(path))
+
+    assert f"database.url: {message}" in found and f"state.url: {message}" in found
+    assert "alerts[0].query: is empty" in found

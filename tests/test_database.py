@@ -442,6 +442,74 @@ class TestSQLite:
 
         assert [r.context["i"] for r in results] == list(range(8))
 
+    @pytest.mark.parametrize("read_only", [True, False])
+    @pytest.mark.parametrize("missing", ["typo.db", "no_such_dir/shop.db"])
+    def test_a_missing_file_is_refused_and_not_created(
+        self, tmp_path: Path, missing: str, read_only: bool
+    ) -> None:
+        path = tmp_path / missing
+        db = open_db(f"sqlite:///{path}", read_only=read_only)
+
+        with pytest.raises(DatabaseConnectionError) as caught:
+            db.evaluate("SELECT 'OK' AS status FROM orders", 5)
+        db.dispose()
+
+        assert str(caught.value).startswith(
+            f"database 'main': SQLite database file not found: {path};"
+        )
+        assert not path.exists()
+        assert not path.parent.exists() or path.parent == tmp_path
+
+    def test_a_file_removed_after_a_run_is_not_recreated(
+        self, sqlite_file: Path
+    ) -> None:
+        db = open_db(f"sqlite:///{sqlite_file}")
+        assert (
+            db.evaluate("SELECT 'OK' AS status FROM orders LIMIT 1", 5).status == "OK"
+        )
+        db.dispose()
+        sqlite_file.unlink()
+
+        with pytest.raises(DatabaseConnectionError, match="file not found"):
+            db.evaluate("SELECT 'OK' AS status FROM orders LIMIT 1", 5)
+
+        assert not sqlite_file.exists()
+
+    def test_a_relative_path_is_named_in_full(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        db = open_db("sqlite:///typo.db")
+
+        with pytest.raises(DatabaseConnectionError) as caught:
+            db.ping(5)
+
+        assert f"file not found: {tmp_path / 'typo.db'};" in str(caught.value)
+        assert not (tmp_path / "typo.db").exists()
+
+    def test_a_path_with_uri_characters_is_opened(self, tmp_path: Path) -> None:
+        """The file is opened through an SQLite URI: %, ?, # and spaces are escaped."""
+        path = tmp_path / "odd 100%?#name.db"
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE t (x)")
+        conn.close()
+        db = open_db(f"sqlite:///{path}")
+
+        result = db.evaluate("SELECT 'OK' AS status, count(*) AS n FROM t", 5)
+        db.dispose()
+
+        assert result.context == {"n": 0}
+        assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+    @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+    def test_an_in_memory_database_still_works(self, url: str) -> None:
+        db = open_db(url)
+
+        result = db.evaluate("SELECT 'ALERT' AS status, 2 AS actual_value", 5)
+        db.dispose()
+
+        assert (result.status, result.actual_value) == ("ALERT", 2)
+
 
 class TestGenericDialect:
     """A database missing from the dialect table: rollback, check, outer timeout."""
@@ -610,3 +678,27 @@ class TestDuckDB:
         assert dumped["id"] == "6f1e0ac2-6a49-4bb1-9d6b-7f1f5ef0a4a2"
         assert dumped["blob"] == "base64:AP8="
         assert dumped["missing"] is None
+
+    @pytest.mark.parametrize("read_only", [True, False])
+    def test_a_missing_file_is_refused_and_not_created(
+        self, tmp_path: Path, read_only: bool
+    ) -> None:
+        path = tmp_path / "no_such_dir" / "typo.duckdb"
+        db = open_db(f"duckdb:///{path}", read_only=read_only)
+
+        with pytest.raises(DatabaseConnectionError) as caught:
+            db.evaluate("SELECT 'OK' AS status FROM orders", 5)
+        db.dispose()
+
+        assert str(caught.value).startswith(
+            f"database 'main': DuckDB database file not found: {path};"
+        )
+        assert not path.parent.exists()
+
+    def test_an_in_memory_database_still_works(self) -> None:
+        db = open_db("duckdb:///:memory:")
+
+        result = db.evaluate("SELECT 'OK' AS status, 42 AS actual_value", 5)
+        db.dispose()
+
+        assert (result.status, result.actual_value) == ("OK", 42)

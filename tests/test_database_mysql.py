@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -237,12 +238,20 @@ class TestMariaDB:
         assert second.status == "OK"
         assert second.context["id"] != first.context["id"]
 
-    def test_a_huge_result_is_not_loaded(self, db: AlertDatabase) -> None:
+    def test_a_huge_result_is_not_loaded(
+        self, db: AlertDatabase, caplog: pytest.LogCaptureFixture
+    ) -> None:
         """Rows are read unbuffered, and the query is stopped after the second."""
+        caplog.set_level(logging.DEBUG)
         with pytest.raises(QueryContractError) as caught:
             db.evaluate("SELECT 'OK' AS status FROM seq_1_to_100000000", 60)
 
         assert "more than one row" in str(caught.value)
+        # The kill's "interrupted" error is expected: a debug line, never an ERROR.
+        assert [
+            r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+        ] == []
+        assert any("interrupted" in r.getMessage() for r in caplog.records)
         assert db.evaluate("SELECT 'OK' AS status", 5).status == "OK"
 
     def test_no_rows_break_the_contract(self, db: AlertDatabase) -> None:

@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -221,8 +222,11 @@ class TestPostgres:
         assert second.status == "OK"
         assert second.context["pid"] != first.context["pid"]
 
-    def test_a_huge_result_is_not_loaded(self, db: AlertDatabase) -> None:
+    def test_a_huge_result_is_not_loaded(
+        self, db: AlertDatabase, caplog: pytest.LogCaptureFixture
+    ) -> None:
         """Rows are streamed: the query ends long before its hundred million rows."""
+        caplog.set_level(logging.DEBUG)
         huge = (
             "SELECT 'OK' AS status FROM generate_series(1, 1000) a, "
             "generate_series(1, 1000) b, generate_series(1, 100) c"
@@ -231,6 +235,9 @@ class TestPostgres:
             db.evaluate(huge, 60)
 
         assert "more than one row" in str(caught.value)
+        assert [
+            r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+        ] == []
         assert db.evaluate("SELECT 'OK' AS status", 5).status == "OK"
 
     def test_no_rows_break_the_contract(self, db: AlertDatabase) -> None:

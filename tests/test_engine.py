@@ -154,8 +154,9 @@ class TestLifeCycle:
         assert store.owed_counts() == {"webhook": 1}
 
         rx.reply = Reply.ok()
-        assert await engine.deliver_due() == 0  # not due yet: retried on a later run
-        clock.advance(minutes=5)
+        clock.advance(seconds=29)
+        assert await engine.deliver_due() == 0  # not due yet: retried 30 s later
+        clock.advance(seconds=1)
         assert await engine.deliver_due() == 1
         assert await engine.deliver_due() == 0
         await engine.aclose()
@@ -286,3 +287,31 @@ class TestDecide:
         )
 
         assert kind is None and new.notified_status == "OK" and new.status == "ALERT"
+
+
+async def test_two_daemons_deciding_on_the_same_state_notify_once(setup):
+    """A second engine that read the state before the first one wrote it decides again."""
+    make, cfg, store, _, db, rx = setup
+    set_level(db, 50)
+    first, second = make(), make()
+    stale = store.states_of(["level_high"])
+    real = store.states_of
+    calls = []
+
+    def stale_once(names):
+        calls.append(names)
+        return stale if len(calls) == 1 else real(names)
+
+    await first.execute(cfg.alert("level_high"))
+    store.states_of = stale_once
+    try:
+        record = await second.execute(cfg.alert("level_high"))
+    finally:
+        store.states_of = real
+    await first.aclose()
+    await second.aclose()
+
+    assert len(calls) == 2  # refused once, decided again on a fresh read
+    assert record.status == "ALERT" and record.notifications == []
+    assert kinds(rx) == [("level_high", "firing")]
+    assert len(store.history("level_high")) == 2

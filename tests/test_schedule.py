@@ -42,10 +42,26 @@ class TestCrontabSemantics:
         ]
 
     @pytest.mark.parametrize(
-        "expr", ["61 * * * *", "0 9 * * * *", "* * *", "0 0 31 2 *", "@sometimes"]
+        "expr",
+        [
+            "61 * * * *",
+            "0 9 * * * *",
+            "* * *",
+            "0 0 31 2 *",
+            "@sometimes",
+            # Quartz and Jenkins extensions are not crontab(5).
+            "0 0 L * *",
+            "0 0 15W * *",
+            "0 0 * * 1#2",
+            "0 0 ? * *",
+            "H * * * *",
+            "0 0 * jan-foo *",
+        ],
     )
     def test_rejected(self, expr):
-        with pytest.raises(ValueError, match=r"cron expression|never fires"):
+        with pytest.raises(
+            ValueError, match=r"cron expression|crontab\(5\) expression|never fires"
+        ):
             check_cron(expr)
 
 

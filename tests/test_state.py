@@ -9,7 +9,13 @@ from decimal import Decimal
 import pytest
 
 from sqlsentinel.errors import StateStoreError
-from sqlsentinel.state import SCHEMA_VERSION, AlertState, ExecutionRecord, StateStore
+from sqlsentinel.state import (
+    SCHEMA_VERSION,
+    AlertState,
+    ExecutionRecord,
+    StateConflict,
+    StateStore,
+)
 
 NOW = datetime(2026, 12, 4, 12, tzinfo=UTC)
 
@@ -167,7 +173,7 @@ class TestStore:
             record("a", NOW - timedelta(days=100)), AlertState("a", since=NOW), []
         )
         store.save_execution(
-            record("a", NOW - timedelta(days=10)), AlertState("a", since=NOW), []
+            record("a", NOW - timedelta(days=10)), store.get_state("a"), []
         )
 
         removed = store.purge(90, now=NOW)
@@ -195,3 +201,38 @@ def test_unreachable_state_database_is_a_clear_error_without_the_password():
         store.open()
 
     assert "127.0.0.1" in str(caught.value) and "s3cr3t-pw" not in str(caught.value)
+
+
+class TestCompareAndSet:
+    def test_a_write_based_on_a_stale_read_is_refused(self, store):
+        store.save_state(AlertState("a", status="OK", since=NOW))
+        first, second = store.get_state("a"), store.get_state("a")
+        first.status = "ALERT"
+        store.save_state(first)
+        second.status = "ALERT"
+
+        with pytest.raises(StateConflict):
+            store.save_state(second)
+
+        assert store.get_state("a").version == first.version
+
+    def test_two_first_writes_of_a_new_alert_conflict(self, store):
+        store.save_state(AlertState("new", status="ALERT", since=NOW))
+
+        with pytest.raises(StateConflict):
+            store.save_state(AlertState("new", status="ALERT", since=NOW))
+
+    def test_a_refused_write_records_nothing(self, store):
+        store.save_state(AlertState("a", status="OK", since=NOW))
+        stale = store.get_state("a")
+        store.save_state(store.get_state("a"))
+
+        with pytest.raises(StateConflict):
+            store.save_execution(
+                record("a", NOW),
+                stale,
+                [("webhook:1", "webhook", "firing", payload("a"))],
+                NOW,
+            )
+
+        assert store.history("a") == [] and store.owed_counts() == {}

@@ -256,7 +256,7 @@ def render_html(notification: Notification, rows: Iterable[tuple[str, str]]) -> 
         for name, value in rows
     )
     parts = [
-        "<!DOCTYPE html><html><body style=\"font-family:sans-serif\">",
+        '<!DOCTYPE html><html><body style="font-family:sans-serif">',
         f'<h2 style="color:{colour}">{e(notification.title)}</h2>',
     ]
     if notification.description:
@@ -264,7 +264,7 @@ def render_html(notification: Notification, rows: Iterable[tuple[str, str]]) -> 
     parts.append(f"<table>{cells}</table>")
     if notification.error:
         parts.append(f"<h3>Error</h3><pre>{e(mask(notification.error))}</pre>")
-    parts.append("<p style=\"color:#777\">Sent by SQL Sentinel.</p></body></html>")
+    parts.append('<p style="color:#777">Sent by SQL Sentinel.</p></body></html>')
     return "\n".join(parts) + "\n"
 
 
