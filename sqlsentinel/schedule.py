@@ -37,8 +37,8 @@ _SEARCH_YEARS = 30
 _SLACK = timedelta(hours=2)
 # crontab(5) syntax only: no Quartz or Jenkins extensions (L, W, #, ?, H).
 _FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
-_MONTHS = frozenset("jan feb mar apr may jun jul aug sep oct nov dec".split())
-_DAYS = frozenset("sun mon tue wed thu fri sat".split())
+_MONTHS = frozenset(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])
+_DAYS = frozenset(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])
 _NAMES: tuple[frozenset[str], ...] = (
     frozenset(),
     frozenset(),
