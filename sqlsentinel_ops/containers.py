@@ -15,6 +15,21 @@ from sqlsentinel_ops.engine import DEFAULT_HTTP_PORT, Container, ContainerSpec, 
 from sqlsentinel_ops.errors import CheckFailed, UsageProblem
 
 CONFIG_IN_CONTAINER = "/sentinel-ops/alerts.yaml"
+# The example's alert database: SQL Sentinel opens alert databases read-only and
+# never creates a missing file, so an (empty) SQLite file is copied in beside the config.
+EXAMPLE_DB_IN_CONTAINER = "/sentinel-ops/example.db"
+
+
+def example_database() -> bytes:
+    """An empty SQLite database file, the example's alert database."""
+    import sqlite3
+
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE TABLE heartbeat (ok INTEGER)")
+        return conn.serialize()
+    finally:
+        conn.close()
 
 
 def example_config() -> bytes:
@@ -93,6 +108,7 @@ def sentinel_container(
     container = engine.create(spec)
     try:
         container.put_file(CONFIG_IN_CONTAINER, config)
+        container.put_file(EXAMPLE_DB_IN_CONTAINER, example_database())
         yield Running(container, port)
     finally:
         container.remove()

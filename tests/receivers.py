@@ -8,12 +8,14 @@ SMTP (aiosmtpd)::
 
     rx = smtp_factory(security="starttls", auth=("user", "pw"))   # fixture
     rx.host, rx.port            # where to point SmtpConfig
-    rx.messages                 # list[ReceivedMail]: mail_from, rcpt_tos, message, tls
+    rx.messages                 # list[ReceivedMail]: mail_from, rcpt_tos, message
+                                #   (EmailMessage), raw, tls, login
     rx.reject["bad@x.org"] = "550 5.1.1 no such user"   # RCPT reply for one address
     rx.wait_for(1)              # block until 1 message arrived, return the list
 
     security: "none" (plain), "starttls" (STARTTLS required before MAIL) or
-    "tls" (implicit TLS). auth=(user, password) makes AUTH required and checks it.
+    "tls" (implicit TLS). auth=(user, password) offers AUTH and checks it (required
+    before MAIL under starttls); rx.auth_failures counts refused logins.
     ``smtp_receiver`` is a ready plain server without auth.
 
 HTTP (aiohttp)::
@@ -27,7 +29,8 @@ HTTP (aiohttp)::
     rx.wait_for(2)                          # block until 2 requests arrived
 
     Reply.ok(), Reply.rate_limited(retry_after), Reply.server_error(),
-    Reply.bad_request(), Reply.hang() (accept, never answer until stop).
+    Reply.bad_request(), Reply.hang() (accept, never answer until stop), or any
+    Reply(status, body, headers).
 
 TLS: the session fixture ``tls_files`` holds a self-signed certificate for
 localhost/127.0.0.1 (made with the ``cryptography`` package if installed, else the
@@ -406,7 +409,7 @@ class HttpReceiver:
         self._queue: list[Reply] = []
         self._requests = _Recorder()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
         self._runner: web.AppRunner | None = None
         self._release: asyncio.Event | None = None
         self.port = 0
@@ -455,10 +458,25 @@ class HttpReceiver:
         self.port = self._runner.addresses[0][1]
 
     async def _stop(self) -> None:
+        # A connection accepted in this very tick must finish its setup first:
+        # closing the server before that leaks its socket (CPython 3.11 asyncio).
+        await asyncio.sleep(0)
         assert self._release is not None
         assert self._runner is not None
         self._release.set()
         await self._runner.cleanup()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+        # Like asyncio.run: cancel what is left (e.g. a connection still being
+        # accepted) and let it close its socket before the loop goes away.
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.run_until_complete(asyncio.sleep(0))
+        self._loop.close()
 
     def start(self) -> HttpReceiver:
         self._thread.start()
@@ -469,7 +487,6 @@ class HttpReceiver:
         asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(WAIT_SECONDS)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(WAIT_SECONDS)
-        self._loop.close()
 
 
 @pytest.fixture

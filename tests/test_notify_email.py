@@ -131,6 +131,17 @@ async def test_subject_cannot_inject_headers(smtp_receiver: SmtpReceiver) -> Non
     assert msg["Subject"] == "[ALERT] x Bcc: victim@example.org"
 
 
+async def test_a_subject_that_fails_on_the_data_is_permanent(
+    smtp_receiver: SmtpReceiver,
+) -> None:
+    channel = channel_for(smtp_receiver, email_config(subject="{timestamp.year}"))
+    with pytest.raises(DeliveryError) as caught:
+        await channel.send(sample_notification())
+    assert caught.value.retryable is False
+    assert "`subject` template" in str(caught.value)
+    assert smtp_receiver.messages == []
+
+
 async def test_error_notification_shows_the_masked_error(
     smtp_receiver: SmtpReceiver,
 ) -> None:

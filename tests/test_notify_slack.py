@@ -97,6 +97,17 @@ async def test_text_template_and_overrides(http_receiver: HttpReceiver) -> None:
     )
 
 
+async def test_a_template_that_fails_on_the_data_is_permanent(
+    http_receiver: HttpReceiver,
+) -> None:
+    channel = slack(http_receiver, text="{actual_value[40]}")
+    with pytest.raises(DeliveryError) as caught:
+        await send(channel)
+    assert caught.value.retryable is False
+    assert "`text` template" in str(caught.value)
+    assert http_receiver.requests == []
+
+
 async def test_context_fields_are_bounded(http_receiver: HttpReceiver) -> None:
     context = {f"col{i}": "x" * 5000 for i in range(15)}
     await send(slack(http_receiver), context=context)

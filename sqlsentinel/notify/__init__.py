@@ -14,6 +14,7 @@ from sqlsentinel.config import (
     SmtpConfig,
     WebhookChannelConfig,
 )
+from sqlsentinel.errors import DeliveryError
 from sqlsentinel.notify.base import Channel, ChannelCheck, Notification
 
 
@@ -50,4 +51,13 @@ def smtp_settings(
     return SmtpConfig.from_env_fallback(os.environ if env is None else env)
 
 
-__all__ = ["Channel", "ChannelCheck", "Notification", "build_channel", "smtp_settings"]
+def render_template(notification: Notification, template: str, key: str) -> str:
+    """Fill a config template; a template that fails on this data is a permanent error."""
+    try:
+        return notification.render(template)
+    except (KeyError, IndexError, AttributeError, ValueError, TypeError) as exc:
+        message = f"the `{key}` template cannot be filled: {type(exc).__name__}: {exc}"
+        raise DeliveryError(message, retryable=False) from None
+
+
+__all__ = ["Channel", "ChannelCheck", "Notification", "build_channel", "render_template", "smtp_settings"]

@@ -17,6 +17,7 @@ import aiosmtplib
 from sqlsentinel.config import EmailChannelConfig, SmtpConfig
 from sqlsentinel.errors import DeliveryError
 from sqlsentinel.masking import mask
+from sqlsentinel.notify import render_template
 from sqlsentinel.notify.base import Channel, ChannelCheck, Notification
 from sqlsentinel.values import display
 
@@ -206,7 +207,9 @@ def build_message(
 ) -> EmailMessage:
     """A multipart/alternative message: a text part and an escaped HTML part."""
     message = EmailMessage()
-    message["Subject"] = _one_line(notification.render(config.subject))
+    message["Subject"] = _one_line(
+        render_template(notification, config.subject, "subject")
+    )
     message["From"] = sender
     message["To"] = ", ".join(config.recipients)
     message["Date"] = format_datetime(datetime.now(UTC))

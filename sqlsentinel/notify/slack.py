@@ -10,6 +10,7 @@ import httpx
 
 from sqlsentinel.config import SlackChannelConfig
 from sqlsentinel.masking import mask, register_secret
+from sqlsentinel.notify import render_template
 from sqlsentinel.notify.base import Channel, ChannelCheck, Notification
 from sqlsentinel.notify.http import MIN_HIDDEN, new_client, probe, send_request
 from sqlsentinel.values import display
@@ -87,7 +88,7 @@ def build_payload(
 def _text(n: Notification, config: SlackChannelConfig) -> str:
     """The top-level text Slack shows in notifications and where blocks cannot."""
     if config.text:
-        return n.render(config.text)
+        return render_template(n, config.text, "text")
     return (
         f"{n.title}: status {n.status}, value {display(n.actual_value)}, "
         f"threshold {display(n.threshold)}"
