@@ -13,7 +13,7 @@ import re
 import string
 import zoneinfo
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -522,9 +522,6 @@ class LoadedConfig(BaseModel):
             return self.raw.state.url
         return default_state_url()
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(self.raw.model_dump_json().encode()).hexdigest()[:16]
-
 
 def default_state_url() -> str:
     base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
@@ -905,10 +902,6 @@ def config_summary(cfg: LoadedConfig) -> dict[str, Any]:
             for a in cfg.alerts
         ],
     }
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 __all__ = [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
 
 MASK = "***"
 
@@ -39,10 +38,6 @@ def register_secret(*values: str | None) -> None:
                 _known.add(value)
 
 
-def register_secrets(values: Iterable[str | None]) -> None:
-    register_secret(*values)
-
-
 def mask(text: str) -> str:
     """Return ``text`` with every secret it holds replaced by ``***``."""
     if not text:
@@ -56,8 +51,3 @@ def mask(text: str) -> str:
     text = _KV_SECRET.sub(lambda m: m["key"] + m["q"] + MASK + m["q"], text)
     text = _SLACK_HOOK.sub(r"\1" + MASK, text)
     return _BEARER.sub(lambda m: m["head"] + MASK, text)
-
-
-def mask_url(url: str) -> str:
-    """Mask a URL for display: its password, and the path of webhook URLs."""
-    return mask(url)

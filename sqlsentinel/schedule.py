@@ -163,7 +163,3 @@ def schedule_for(schedule: str | None, interval: float | None, tz: str) -> Sched
         return CronSchedule(schedule, tz)
     assert interval is not None
     return IntervalSchedule(interval)
-
-
-def seconds_until(when: datetime, now: datetime) -> float:
-    return max(0.0, (when - now) / timedelta(seconds=1))
