@@ -214,8 +214,9 @@ def _open_store(
             )
     store = StateStore(url)
     try:
-        store.open()
+        store.open(create=create)
     except StateStoreError as exc:
+        store.close()
         _fail(str(exc), as_json=as_json)
     return store
 

@@ -354,15 +354,15 @@ class Daemon:
                         engine.store.claim_run, alert.name, scheduled_for
                     )
                 except SentinelError as exc:
+                    # Without the state database nothing can be recorded or owed, and
+                    # other replicas cannot see the claim: skip rather than run blind.
                     log.error(
-                        "could not claim the run",
+                        "run skipped: the state database is unavailable",
                         extra={
                             "context": {"alert_name": alert.name, "error": str(exc)}
                         },
                     )
-                    claimed = (
-                        True  # the state database will fail the record too, and say so
-                    )
+                    return
                 if not claimed:
                     log.info(
                         "run claimed by another daemon",

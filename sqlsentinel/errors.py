@@ -36,7 +36,14 @@ class ConfigError(SentinelError):
         from sqlsentinel.masking import mask
 
         # Messages quote the values they reject; a value may come from a secret.
-        self.issues = [replace(issue, message=mask(issue.message)) for issue in issues]
+        self.issues = [
+            replace(
+                issue,
+                message=mask(issue.message),
+                alert=mask(issue.alert) if issue.alert else None,
+            )
+            for issue in issues
+        ]
         super().__init__("\n".join(str(issue) for issue in self.issues))
 
 

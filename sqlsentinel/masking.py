@@ -28,25 +28,30 @@ _BEARER = re.compile(
 
 _lock = threading.Lock()
 _known: set[str] = set()
+_known_pattern: re.Pattern[str] | None = None
 
 
 def register_secret(*values: str | None) -> None:
     """Remember literal secrets (resolved from the config) so they are masked everywhere."""
+    global _known_pattern
     with _lock:
-        for value in values:
-            if value and len(value) >= 4:
-                _known.add(value)
+        added = {v for v in values if v and len(v) >= 4} - _known
+        if added:
+            _known.update(added)
+            # Longest first; case-insensitive, since a parser may echo a value lowercased.
+            alternatives = "|".join(
+                re.escape(v) for v in sorted(_known, key=len, reverse=True)
+            )
+            _known_pattern = re.compile(alternatives, re.IGNORECASE)
 
 
 def mask(text: str) -> str:
     """Return ``text`` with every secret it holds replaced by ``***``."""
     if not text:
         return text
-    with _lock:
-        known = sorted(_known, key=len, reverse=True)
-    for secret in known:
-        if secret in text:
-            text = text.replace(secret, MASK)
+    pattern = _known_pattern
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
     text = _URL_PASSWORD.sub(lambda m: m["head"] + MASK + m["at"], text)
     text = _KV_SECRET.sub(lambda m: m["key"] + m["q"] + MASK + m["q"], text)
     text = _SLACK_HOOK.sub(r"\1" + MASK, text)

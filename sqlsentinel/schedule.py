@@ -37,8 +37,23 @@ _SEARCH_YEARS = 30
 _SLACK = timedelta(hours=2)
 # crontab(5) syntax only: no Quartz or Jenkins extensions (L, W, #, ?, H).
 _FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
-_MONTHS = frozenset(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])
-_DAYS = frozenset(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])
+_MONTH_ORDER = (
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "may",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "oct",
+    "nov",
+    "dec",
+)
+_DAY_ORDER = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_MONTHS = frozenset(_MONTH_ORDER)
+_DAYS = frozenset(_DAY_ORDER)
 _NAMES: tuple[frozenset[str], ...] = (
     frozenset(),
     frozenset(),
@@ -46,7 +61,34 @@ _NAMES: tuple[frozenset[str], ...] = (
     _MONTHS,
     _DAYS,
 )
-_PART = re.compile(r"(\*|[0-9a-z]+)(?:-([0-9a-z]+))?(?:/\d+)?")
+_PART = re.compile(r"(\*|[0-9a-z]+)(?:-([0-9a-z]+))?(/\d+)?")
+
+
+def _part_ok(part: str, names: frozenset[str]) -> bool:
+    """One comma-separated item of a field: `*`, n, a-b (a <= b), with an optional /step."""
+    match = _PART.fullmatch(part)
+    if match is None:
+        return False
+    start, end, step = match.groups()
+    if start == "*":
+        return end is None
+    if end is None and step is not None:
+        return False  # a step needs a range: `*/n` or `a-b/n`
+    bounds = [_value(w, names) for w in (start, end) if w is not None]
+    if any(b is None for b in bounds):
+        return False
+    return len(bounds) == 1 or bounds[0] <= bounds[1]  # type: ignore[operator]
+
+
+def _value(word: str, names: frozenset[str]) -> int | None:
+    """A number, or a month or day name as cron numbers it (jan=1, sun=0)."""
+    if word.isdigit():
+        return int(word)
+    if word in _MONTHS and names is _MONTHS:
+        return _MONTH_ORDER.index(word) + 1
+    if word in _DAYS and names is _DAYS:
+        return _DAY_ORDER.index(word)
+    return None
 
 
 def normalize_cron(expression: str) -> str:
@@ -65,18 +107,11 @@ def check_cron(expression: str) -> None:
         )
     for field, names, value in zip(_FIELDS, _NAMES, text.lower().split(), strict=True):
         for part in value.split(","):
-            match = _PART.fullmatch(part)
-            words = [
-                w
-                for w in (match.group(1, 2) if match else ())
-                if w and not w.isdigit() and w != "*"
-            ]
-            if match is None or any(w not in names for w in words):
+            if not _part_ok(part, names):
                 raise ValueError(
                     f"{expression!r} is not a crontab(5) expression: {part!r} in the "
-                    f"{field} field (use numbers, ranges a-b, lists a,b, steps */n"
-                    + (" or names" if names else "")
-                    + ")"
+                    f"{field} field (use numbers, ranges a-b with a <= b, lists a,b, "
+                    "steps */n or a-b/n" + (", or names" if names else "") + ")"
                 )
     try:
         it = croniter(

@@ -281,17 +281,32 @@ class StateStore:
 
     # -- lifecycle --------------------------------------------------------
 
-    def open(self) -> None:
-        """Create or upgrade the schema; safe to call again."""
+    def open(self, *, create: bool = True) -> None:
+        """Create or upgrade the schema; safe to call again, and from several daemons at once.
+
+        With ``create=False`` nothing is written: a database without SQL Sentinel's
+        tables, or with an older schema, is refused instead of being changed.
+        """
         if self._ready:
             return
-        try:
-            with self.engine.begin() as conn:
-                upgrade_schema(conn)
-        except SQLAlchemyError as exc:
-            raise StateStoreError(
-                f"state database {self.display_url}: {mask(str(getattr(exc, 'orig', None) or exc))}"
-            ) from None
+        attempts = 3
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.engine.begin() as conn:
+                    if create:
+                        _lock_schema(conn)
+                        upgrade_schema(conn)
+                    else:
+                        _check_schema(conn, self.display_url)
+                break
+            except SQLAlchemyError as exc:
+                # Two daemons creating the tables at once can collide where the
+                # database offers no lock; the second try sees the tables.
+                if attempt < attempts and create:
+                    continue
+                raise StateStoreError(
+                    f"state database {self.display_url}: {mask(str(getattr(exc, 'orig', None) or exc))}"
+                ) from None
         self._ready = True
 
     def close(self) -> None:
@@ -715,6 +730,33 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+_SCHEMA_LOCK_ID = 0x5E171E1  # any constant: SQL Sentinel's schema lock
+
+
+def _lock_schema(conn: Connection) -> None:
+    """Serialize schema creation between daemons sharing one server database."""
+    # PostgreSQL releases a transaction lock at commit; elsewhere open() retries.
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_ID})"))
+
+
+def _check_schema(conn: Connection, where: str) -> None:
+    """Refuse, without writing, a database that is not an up-to-date SQL Sentinel state database."""
+    if not inspect(conn).has_table(meta_table.name):
+        raise StateStoreError(
+            f"{where} holds no SQL Sentinel state (no {meta_table.name} table); "
+            "nothing has been recorded there (check --state-db or SQLSENTINEL_STATE_DB)"
+        )
+    version = conn.execute(
+        select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+    ).scalar()
+    if version is None or int(version) != SCHEMA_VERSION:
+        raise StateStoreError(
+            f"{where} has state schema version {version}, this SQL Sentinel uses "
+            f"{SCHEMA_VERSION}: run `sqlsentinel run` or the daemon once to upgrade it"
+        )
 
 
 def upgrade_schema(conn: Connection) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlsentinel_ops.errors import UsageProblem
+from sqlsentinel_ops.units import format_bytes
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,16 @@ def budget_failures(result: dict[str, Any]) -> list[str]:
     max_memory = result["budgets"].get("max_memory_bytes")
     peak = result["memory_bytes"]["max"]
     if max_memory is not None and peak > max_memory:
-        failures.append(f"memory {peak} B exceeds {int(max_memory)} B")
+        failures.append(f"memory {_over(peak, max_memory)}")
     return failures
+
+
+def _over(peak: float, budget: float) -> str:
+    """``peak exceeds budget`` in MB; exact bytes when MB would show them equal."""
+    shown, limit = format_bytes(peak), format_bytes(budget)
+    if shown == limit:
+        shown, limit = f"{shown} ({int(peak)} B)", f"{limit} ({int(budget)} B)"
+    return f"{shown} exceeds {limit}"
 
 
 def last_record(history: Path) -> dict[str, Any] | None:

@@ -11,12 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from sqlsentinel.masking import mask
-from sqlsentinel_ops.engine import OPS_LABEL, BuildRequest, Engine
+from sqlsentinel_ops.engine import RESERVED_LABELS, BuildRequest, Engine
 from sqlsentinel_ops.errors import CheckFailed, UsageProblem
 from sqlsentinel_ops.output import Reporter
 
 _VERSION = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.MULTILINE)
 _STEP = re.compile(r"^Step \d+/\d+ : ")
+# Remote forms git accepts that name a host: ssh://, git://, git+ssh:// URLs and
+# the scp-like user@host:path. The host needs two characters, unlike C:\path.
+_REMOTE_URL = re.compile(
+    r"^(?:ssh|git|git\+ssh)://"  # scheme
+    r"(?:[^/@]*@)?([^/:]+)(?::\d*)?/(.+)$"  # [user@]host[:port]/path
+)
+_SCP_LIKE = re.compile(r"^(?:[^/@:]+@)?([^/:]{2,}):(?!//)([^\\].*)$")
 
 
 @dataclass(frozen=True)
@@ -64,9 +71,20 @@ def git_revision(context: Path) -> str | None:
 
 
 def git_source(context: Path) -> str | None:
-    """The origin URL, credentials removed, for the source label."""
-    url = _git(context, "config", "--get", "remote.origin.url")
-    return re.sub(r"//[^/@]*@", "//", url) if url else None
+    """The origin as a web URL for the source label; None for a local path."""
+    return source_url(_git(context, "config", "--get", "remote.origin.url"))
+
+
+def source_url(origin: str) -> str | None:
+    """An https URL without credentials for a remote origin, else None."""
+    if re.match(r"^https?://", origin):
+        return re.sub(r"^(https?://)[^/@]*@", r"\1", origin)
+    match = _REMOTE_URL.match(origin) or _SCP_LIKE.match(origin)
+    if match is None:
+        # A local path or file:// URL: meaningless to anyone pulling the image.
+        return None
+    host, path = match.groups()
+    return f"https://{host}/{path.lstrip('/')}"
 
 
 def _git(context: Path, *args: str) -> str:
@@ -106,9 +124,13 @@ def plan_build(
         *(["latest"] if latest else []),
     ]
     tags = tuple(f"{repository}:{name}" for name in names)
+    reserved = sorted(set(extra_labels) & set(RESERVED_LABELS))
+    if reserved:
+        raise UsageProblem(
+            f"--label {reserved[0]}: reserved for containers sentinel-ops starts"
+        )
     source = git_source(context)
     labels = {
-        OPS_LABEL: "1",
         **oci_labels(version, revision, source, buildargs.get("BASE_IMAGE")),
         **extra_labels,
     }
@@ -133,10 +155,12 @@ def plan_build(
 def oci_labels(
     version: str, revision: str | None, source: str | None, base: str | None
 ) -> dict[str, str]:
-    """The org.opencontainers.image.* labels for this build."""
+    """The org.opencontainers.image.* labels for this build.
+
+    No description: the Dockerfile's own description label stands.
+    """
     labels = {
         "org.opencontainers.image.title": "SQL Sentinel",
-        "org.opencontainers.image.description": "SQL alerting daemon",
         "org.opencontainers.image.version": version,
         "org.opencontainers.image.revision": revision or "unknown",
         "org.opencontainers.image.created": datetime.now(UTC).isoformat(

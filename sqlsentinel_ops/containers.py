@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from sqlsentinel_ops.engine import DEFAULT_HTTP_PORT, Container, ContainerSpec, Engine
+from sqlsentinel_ops.engine import (
+    COMMAND_LABEL,
+    DEFAULT_HTTP_PORT,
+    Container,
+    ContainerSpec,
+    Engine,
+)
 from sqlsentinel_ops.errors import CheckFailed, UsageProblem
 
 CONFIG_IN_CONTAINER = "/sentinel-ops/alerts.yaml"
@@ -101,7 +107,7 @@ def sentinel_container(
         image=image,
         name=f"sentinel-ops-{purpose}-{secrets.token_hex(4)}",
         env=env,
-        labels={"org.sqlsentinel.ops.command": purpose, **labels},
+        labels={COMMAND_LABEL: purpose, **labels},
         network=network,
         publish=None if port else DEFAULT_HTTP_PORT,
     )

@@ -23,9 +23,12 @@ from sqlsentinel_ops.errors import (
     ImageNotFound,
 )
 
-# Every container and image sentinel-ops creates carries this label, so leftovers
-# can be found with `docker ps -a --filter label=org.sqlsentinel.ops`.
+# Every container sentinel-ops creates carries both labels. Images it builds carry
+# neither: containers inherit image labels, so a user's own container of the image
+# would otherwise match the leftover filter `--filter label=org.sqlsentinel.ops.command`.
 OPS_LABEL = "org.sqlsentinel.ops"
+COMMAND_LABEL = "org.sqlsentinel.ops.command"
+RESERVED_LABELS = (OPS_LABEL, COMMAND_LABEL)
 DEFAULT_HTTP_PORT = 8080
 
 

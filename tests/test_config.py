@@ -294,3 +294,16 @@ def test_database_urls_are_checked(write_config, database, message):
 
     assert f"database.url: {message}" in found and f"state.url: {message}" in found
     assert "alerts[0].query: is empty" in found
+
+
+def test_secrets_in_names_and_lowercased_echoes_are_masked(write_config):
+    path = write_config("""
+        database: {url: "sqlite:///x.db"}
+        alerts:
+          - {name: "${API_TOKEN}", schedule: "0 ${API_TOKEN} * * *", query: "SELECT 1"}
+    """)
+
+    found = issues_of(path, {"API_TOKEN": "tok-SEKRIT-4242"})
+
+    assert "tok-sekrit-4242" not in "\n".join(found).lower()
+    assert "alerts[0].schedule" in found[0]

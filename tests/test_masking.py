@@ -10,11 +10,23 @@ from sqlsentinel.masking import mask, register_secret
 @pytest.mark.parametrize(
     ("text", "hidden", "kept"),
     [
-        ("postgresql://sentinel:pa55word@127.0.0.1/db", "pa55word", "postgresql://sentinel:***@127.0.0.1/db"),
+        (
+            "postgresql://sentinel:pa55word@127.0.0.1/db",
+            "pa55word",
+            "postgresql://sentinel:***@127.0.0.1/db",
+        ),
         ("mysql+pymysql://root:r00t%21@127.0.0.1:3306/x failed", "r00t%21", "failed"),
         ("host=db password=hunter22 user=x", "hunter22", "user=x"),
-        ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9", "eyJhbGciOiJIUzI1NiJ9", "Authorization: Bearer ***"),
-        ("POST https://hooks.slack.com/services/T000/B000/XXXXXXXX", "T000/B000/XXXXXXXX", "hooks.slack.com/services/***"),
+        (
+            "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9",
+            "eyJhbGciOiJIUzI1NiJ9",
+            "Authorization: Bearer ***",
+        ),
+        (
+            "POST https://hooks.slack.com/services/T000/B000/XXXXXXXX",
+            "T000/B000/XXXXXXXX",
+            "hooks.slack.com/services/***",
+        ),
     ],
 )
 def test_secrets_are_masked(text, hidden, kept):
@@ -31,4 +43,16 @@ def test_ordinary_words_stay_readable():
 def test_registered_values_are_masked_anywhere():
     register_secret("S3cret-From-Env")
 
-    assert mask("connect failed: S3cret-From-Env rejected") == "connect failed: *** rejected"
+    assert (
+        mask("connect failed: S3cret-From-Env rejected")
+        == "connect failed: *** rejected"
+    )
+
+
+def test_registered_values_are_masked_whatever_their_case():
+    register_secret("MiXeD-Case-Token-77")
+
+    assert (
+        mask("cron field 'mixed-case-token-77' is invalid")
+        == "cron field '***' is invalid"
+    )

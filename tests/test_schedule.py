@@ -56,6 +56,12 @@ class TestCrontabSemantics:
             "0 0 ? * *",
             "H * * * *",
             "0 0 * jan-foo *",
+            # Backward ranges and steps on a single value are not crontab(5) either.
+            "0 0 5-1 * *",
+            "0 0 * * 7-1",
+            "0 0 * * mon/2",
+            "5/15 * * * *",
+            "0 0 * dec-jan *",
         ],
     )
     def test_rejected(self, expr):

@@ -236,3 +236,53 @@ class TestCompareAndSet:
             )
 
         assert store.history("a") == [] and store.owed_counts() == {}
+
+
+class TestConcurrentStart:
+    @pytest.mark.postgres
+    def test_daemons_creating_the_schema_at_once_all_succeed(self, pg_schema):
+        """Several daemons starting together on an empty PostgreSQL schema all open it."""
+        import threading
+
+        stores = [StateStore(pg_schema, owner=f"daemon-{i}") for i in range(4)]
+        errors: list[Exception] = []
+        barrier = threading.Barrier(len(stores))
+
+        def start(store: StateStore) -> None:
+            barrier.wait()
+            try:
+                store.open()
+            except Exception as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for store in stores:
+            store.close()
+
+        assert errors == []
+
+    def test_reading_never_writes(self, tmp_path):
+        """A read-only open refuses a database that is not SQL Sentinel's, and leaves it alone."""
+        other = tmp_path / "app.db"
+        with sqlite3.connect(other) as conn:
+            conn.execute("CREATE TABLE orders (id INTEGER)")
+        conn.close()
+        store = StateStore(f"sqlite:///{other}")
+
+        with pytest.raises(StateStoreError, match="holds no SQL Sentinel state"):
+            store.open(create=False)
+        store.close()
+
+        with sqlite3.connect(other) as conn:
+            tables = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table'"
+                )
+            }
+        conn.close()
+        assert tables == {"orders"}

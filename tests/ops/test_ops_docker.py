@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sqlsentinel_ops.build import git_source
 from sqlsentinel_ops.containers import example_config, sentinel_container
 from sqlsentinel_ops.engine import connect
 from sqlsentinel_ops.errors import ExitCode
@@ -24,6 +26,15 @@ pytestmark = pytest.mark.docker
 
 SCRIPT = Path(sys.executable).with_name("sentinel-ops")
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def documented_leftover_label() -> str:
+    """The label key docs/operations/sentinel-ops.md tells users to clean up by."""
+    doc = (REPO / "docs" / "operations" / "sentinel-ops.md").read_text()
+    keys = set(re.findall(r"docker ps -aq? --filter label=([\w.-]+)", doc))
+    assert len(keys) == 1, keys
+    return keys.pop()
 
 
 def registry_digest(registry, repository: str, tag: str) -> str:
@@ -61,6 +72,38 @@ class TestBuild:
         assert labels["org.opencontainers.image.version"] == built_image["version"]
         assert labels["org.opencontainers.image.created"].startswith("20")
         assert labels["org.opencontainers.image.base.name"]
+        assert "org.sqlsentinel.ops" not in labels
+        # The Dockerfile's description stands; source is a URL or the default.
+        dockerfile = (REPO / "Dockerfile").read_text()
+        description = re.search(r'image\.description="([^"]+)"', dockerfile)
+        assert description is not None
+        assert labels["org.opencontainers.image.description"] == description[1]
+        source = git_source(REPO) or "unknown"
+        assert labels["org.opencontainers.image.source"] == source
+
+    def test_build_leftover_filter_skips_user_containers_of_the_image(
+        self, built_image, run_label, docker_client
+    ):
+        """A user's own container of a built image is no leftover to remove."""
+        key, value = run_label.split("=")
+        selector = {"label": [documented_leftover_label(), run_label]}
+        mine = docker_client.containers.create(
+            built_image["image_id"], labels={key: value}
+        )
+        try:
+            with sentinel_container(
+                connect(),
+                built_image["image_id"],
+                purpose="test",
+                network="host",
+                config=example_config(),
+                labels={key: value},
+            ) as running:
+                found = docker_client.containers.list(all=True, filters=selector)
+        finally:
+            mine.remove(force=True)
+
+        assert [c.name for c in found] == [running.container.name]
 
     def test_failing_step_fails_the_build(
         self, invoke, base_image, run_label, tmp_path

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from sqlsentinel_ops import cli
-from sqlsentinel_ops.benchmark import deltas, last_record, summarize
-from sqlsentinel_ops.build import plan_build
+from sqlsentinel_ops.benchmark import budget_failures, deltas, last_record, summarize
+from sqlsentinel_ops.build import plan_build, source_url
 from sqlsentinel_ops.errors import ExitCode, UsageProblem
 from sqlsentinel_ops.output import Reporter
 from sqlsentinel_ops.units import format_bytes, parse_seconds, parse_size
@@ -115,6 +115,51 @@ class TestBuildPlan:
         assert plan.request.buildargs["REVISION"] == sha
         assert plan.request.buildargs["VERSION"] == "2.0.1"
 
+    def test_local_origin_sets_no_source(self, context, tmp_path_factory):
+        """A clone of a local path has no URL anyone pulling the image could use."""
+        upstream = tmp_path_factory.mktemp("upstream")
+        self.git(context, "init", "-q")
+        self.git(context, "remote", "add", "origin", str(upstream))
+
+        plan = self.plan(context)
+
+        assert "org.opencontainers.image.source" not in plan.request.labels
+        assert "SOURCE" not in plan.request.buildargs
+
+    @pytest.mark.parametrize(
+        ("origin", "expected"),
+        [
+            (
+                "git@example.com:team/sentinel.git",
+                "https://example.com/team/sentinel.git",
+            ),
+            ("ssh://git@example.com:2222/team/s.git", "https://example.com/team/s.git"),
+            ("git://example.com/s.git", "https://example.com/s.git"),
+            ("https://example.com/a@b/s.git", "https://example.com/a@b/s.git"),
+            ("/work/main", None),
+            ("../upstream.git", None),
+            ("file:///srv/git/s.git", None),
+            ("C:\\src\\sentinel", None),
+            ("", None),
+        ],
+    )
+    def test_source_url_forms(self, origin, expected):
+        assert source_url(origin) == expected
+
+    def test_image_labels_leave_ops_keys_and_description_alone(self, context):
+        """Containers inherit image labels; the Dockerfile owns the description."""
+        labels = self.plan(context).request.labels
+
+        assert not [k for k in labels if k.startswith("org.sqlsentinel.ops")]
+        assert "org.opencontainers.image.description" not in labels
+
+    @pytest.mark.parametrize(
+        "key", ["org.sqlsentinel.ops", "org.sqlsentinel.ops.command"]
+    )
+    def test_reserved_label_keys_are_refused(self, context, key):
+        with pytest.raises(UsageProblem, match=f"--label {key}: reserved"):
+            self.plan(context, extra_labels={key: "1"})
+
     def test_uncommitted_changes_mark_the_revision_dirty(self, context):
         self.git(context, "init", "-q")
         self.git(context, "add", ".")
@@ -164,6 +209,26 @@ class TestBenchmarkFigures:
             "startup_p95_seconds": 0.5,
             "memory_median_bytes": 2_000_000,
         }
+
+    @pytest.mark.parametrize(
+        ("peak", "budget", "message"),
+        [
+            (53_841_920, 10_000_000, "memory 53.8 MB exceeds 10.0 MB"),
+            (
+                10_000_040,
+                10_000_000,
+                "memory 10.0 MB (10000040 B) exceeds 10.0 MB (10000000 B)",
+            ),
+        ],
+    )
+    def test_memory_budget_failure_in_mb(self, peak, budget, message):
+        result = {
+            "budgets": {"max_memory_bytes": float(budget)},
+            "startup_seconds": {"p95": 1.0},
+            "memory_bytes": {"max": peak},
+        }
+
+        assert budget_failures(result) == [message]
 
     def test_missing_history_is_no_history(self, tmp_path):
         assert last_record(tmp_path / "none.jsonl") is None
