@@ -29,7 +29,7 @@ from sqlsentinel import __version__
 from sqlsentinel.config import Alert, LoadedConfig, load_config
 from sqlsentinel.database import AlertDatabase
 from sqlsentinel.engine import Clock, Engine, MetricsSink, SystemClock, make_executors
-from sqlsentinel.errors import ConfigError, SentinelError
+from sqlsentinel.errors import ConfigError, SentinelError, StateStoreError
 from sqlsentinel.health import DatabaseProbe, SchedulerSnapshot
 from sqlsentinel.logs import new_correlation
 from sqlsentinel.masking import mask
@@ -127,7 +127,15 @@ class Daemon:
 
         config = load_config(self.config_path)
         self.store = StateStore(config.state_url(self.state_url_override))
-        await asyncio.to_thread(self.store.open)
+        try:
+            await asyncio.to_thread(self.store.open)
+        except StateStoreError as exc:
+            # Keep running, unready and unhealthy, rather than crash-loop: the health
+            # endpoints say why, and the store opens itself once the database answers.
+            log.error(
+                "state database unavailable at start; retrying",
+                extra={"context": {"error": str(exc)}},
+            )
         # The image bakes its git revision in; elsewhere it is simply unknown.
         revision = os.environ.get("SQLSENTINEL_REVISION") or "unknown"
         self.metrics = Metrics(version=__version__, revision=revision)

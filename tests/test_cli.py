@@ -413,3 +413,38 @@ class TestErrorsAreClear:
         assert [(h["alert_name"], h["outcome"]) for h in history] == [
             ("slow", "cancelled")
         ]
+
+
+def test_daemon_with_its_state_database_down_runs_unready_instead_of_crashing(
+    write_config, sample_db
+):
+    """It serves 503 with the reason rather than exiting, so probes and operators see why."""
+    config = write_config(
+        CONFIG.format(db=sample_db, hook="http://127.0.0.1:9/x", trigger="interval: 1s")
+    )
+    daemon = TestDaemon()
+    proc, port = daemon.start(
+        config, f"postgresql://postgres:pw-s3cret@127.0.0.1:{free_port()}/state"
+    )
+    try:
+        for _ in range(200):
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1)
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                if (
+                    health.json()["checks"]["database"]["state_database"]["status"]
+                    == "unhealthy"
+                ):
+                    break
+            except (httpx.TransportError, KeyError):
+                pass
+            time.sleep(0.05)
+        alive = proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+
+    assert alive
+    assert ready.status_code == 503 and health.status_code == 503
+    assert proc.returncode == 0
+    assert "pw-s3cret" not in out + health.text
