@@ -192,6 +192,42 @@ def test_test_template_waits_for_a_healthy_database() -> None:
     assert seed.endswith(":/docker-entrypoint-initdb.d/01-seed.sql:ro")
 
 
+def test_secret_files_come_from_the_host_dir_setting(tmp_path: Path) -> None:
+    """The host folder has its own name; the in-container one does not move it."""
+    moved = compose_config(
+        ["docker-compose.yaml"], env={"SQLSENTINEL_SECRETS_HOST_DIR": str(tmp_path)}
+    )
+    container_dir = compose_config(
+        ["docker-compose.yaml"], env={"SQLSENTINEL_SECRETS_DIR": "/run/elsewhere"}
+    )
+    assert moved.returncode == 0 and container_dir.returncode == 0, moved.stderr
+    secret = yaml.safe_load(moved.stdout)["secrets"]["db_password"]
+    assert secret["file"] == str(tmp_path / "db_password")
+    default = yaml.safe_load(container_dir.stdout)["secrets"]["db_password"]
+    assert default["file"] == str(COMPOSE / "secrets" / "db_password")
+
+
+def _container_variables() -> set[str]:
+    """The variables the guide documents as read inside the container."""
+    section = GUIDE.read_text(encoding="utf-8").split("### Configuration by env")[1]
+    table = section.split("\n\n")[2]
+    return set(re.findall(r"^\| `(SQLSENTINEL_[A-Z_]+)`", table, re.MULTILINE))
+
+
+def test_compose_uses_container_variable_names_only_for_the_container() -> None:
+    """A name the image reads may only be passed on to the same variable."""
+    inside = _container_variables()
+    assert {"SQLSENTINEL_SECRETS_DIR", "SQLSENTINEL_STATE_DB"} <= inside
+    for name in TEMPLATES:
+        text = (COMPOSE / name).read_text(encoding="utf-8")
+        for line in text.splitlines():
+            for used in re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", line):
+                if used in inside:
+                    assert line.strip().startswith(f"{used}: ${{{used}"), (
+                        f"{name}: {used} means the container's setting: {line}"
+                    )
+
+
 def _documented_compose_commands() -> list[list[str]]:
     """The -f file lists of every docker-compose command in the deployment guide."""
     commands = []
