@@ -19,8 +19,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING
 from sqlsentinel import __version__
 from sqlsentinel.config import Alert, LoadedConfig, load_config
 from sqlsentinel.database import AlertDatabase
-from sqlsentinel.engine import Clock, Engine, MetricsSink, SystemClock, make_executors
+from sqlsentinel.engine import Clock, Engine, SystemClock, make_executors
 from sqlsentinel.errors import ConfigError, SentinelError, StateStoreError
 from sqlsentinel.health import DatabaseProbe, SchedulerSnapshot
 from sqlsentinel.logs import new_correlation
@@ -214,14 +213,14 @@ class Daemon:
             }
             keys = {c.key for a in config.alerts for c in a.notify}
             channels = {k: ch for k, ch in old.channels.items() if k in keys}
-        self.engine = _build_engine(
+        self.engine = Engine(
             config,
             self.store,
-            self.metrics,
-            self.clock,
-            self.executors,
-            databases,
-            channels,
+            metrics=self.metrics,
+            clock=self.clock,
+            reuse_databases=databases,
+            reuse_channels=channels,
+            executors=self.executors,
         )
         if old is not None:
             for name, db in old.databases.items():
@@ -442,38 +441,6 @@ class Daemon:
             executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.store.close)
         log.info("daemon stopped")
-
-
-def _build_engine(
-    config: LoadedConfig,
-    store: StateStore,
-    metrics: MetricsSink,
-    clock: Clock,
-    executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
-    databases: Mapping[str, AlertDatabase],
-    channels: Mapping[str, Channel],
-) -> Engine:
-    """An engine for ``config`` that reuses unchanged databases and channels."""
-    from sqlsentinel.notify import build_channel, smtp_settings
-
-    dbs = {
-        name: databases.get(name) or AlertDatabase(name, cfg)
-        for name, cfg in config.databases.items()
-    }
-    chans, smtp = dict(channels), smtp_settings(config)
-    for alert in config.alerts:
-        for ch in alert.notify:
-            if ch.key not in chans:
-                chans[ch.key] = build_channel(ch, smtp)
-    return Engine(
-        config,
-        store,
-        metrics=metrics,
-        clock=clock,
-        channels=chans,
-        databases=dbs,
-        executors=executors,
-    )
 
 
 def _channel_name(engine: Engine, channel: Channel) -> str:

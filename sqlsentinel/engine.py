@@ -8,12 +8,13 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from sqlsentinel.config import Alert, LoadedConfig
+from sqlsentinel.database import AlertDatabase
 from sqlsentinel.errors import DeliveryError, SentinelError
 from sqlsentinel.logs import bind, correlation_id, new_id
 from sqlsentinel.masking import mask
@@ -127,11 +128,11 @@ class Engine:
         *,
         metrics: MetricsSink | None = None,
         clock: Clock | None = None,
-        channels: dict[str, Channel] | None = None,
-        databases: dict[str, Any] | None = None,
+        reuse_databases: Mapping[str, AlertDatabase] | None = None,
+        reuse_channels: Mapping[str, Channel] | None = None,
         executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None,
     ) -> None:
-        from sqlsentinel.database import AlertDatabase
+        """Build the databases and channels of ``config``, reusing the given ones by name and key."""
         from sqlsentinel.notify import build_channel, smtp_settings
 
         self.config = config
@@ -140,19 +141,19 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self._owns_executors = executors is None
         self.query_executor, self.state_executor = executors or make_executors(config)
-        self.databases = (
-            databases
-            if databases is not None
-            else {
-                name: AlertDatabase(name, cfg) for name, cfg in config.databases.items()
-            }
-        )
-        if channels is None:
-            channels, smtp = {}, smtp_settings(config)
-            for alert in config.alerts:
-                for ch in alert.notify:
-                    channels.setdefault(ch.key, build_channel(ch, smtp))
-        self.channels = channels
+        reuse_databases, reuse_channels = reuse_databases or {}, reuse_channels or {}
+        self.databases: dict[str, AlertDatabase] = {
+            name: reuse_databases.get(name) or AlertDatabase(name, cfg)
+            for name, cfg in config.databases.items()
+        }
+        self.channels: dict[str, Channel] = {}
+        smtp = smtp_settings(config)
+        for alert in config.alerts:
+            for ch in alert.notify:
+                if ch.key not in self.channels:
+                    self.channels[ch.key] = reuse_channels.get(ch.key) or build_channel(
+                        ch, smtp
+                    )
 
     # -- plumbing -------------------------------------------------------------
 
