@@ -704,7 +704,11 @@ def parse_config(text: str, file: str, env: Mapping[str, str]) -> LoadedConfig:
     try:
         raw = SentinelConfig.model_validate(data)
     except ValidationError as exc:
-        issues.extend(_issues_from_pydantic(exc, file, data))
+        # A field whose variable is unset was already reported as such; its value is empty.
+        unset = {loc for loc, _ in missing}
+        issues.extend(
+            i for i in _issues_from_pydantic(exc, file, data) if i.location not in unset
+        )
         raise ConfigError(issues) from None
     if issues:
         raise ConfigError(issues)

@@ -307,3 +307,15 @@ def test_secrets_in_names_and_lowercased_echoes_are_masked(write_config):
 
     assert "tok-sekrit-4242" not in "\n".join(found).lower()
     assert "alerts[0].schedule" in found[0]
+
+
+def test_an_unset_variable_is_reported_once(write_config):
+    path = write_config("""
+        database: {url: "sqlite:///x.db"}
+        alerts:
+          - {name: a, schedule: "@daily", query: "SELECT 1", notify: [{channel: webhook, url: "${HOOK_URL}"}]}
+    """)
+
+    found = issues_of(path)
+
+    assert len(found) == 1 and "HOOK_URL is not set" in found[0]
