@@ -371,8 +371,15 @@ def _classify_postgresql(exc: BaseException) -> Problem | None:
 
 
 def _postgresql_args(cfg: DatabaseConfig, url: URL) -> dict[str, Any]:
-    # libpq wants whole seconds and treats 1 as 2.
-    return {"connect_timeout": max(1, math.ceil(cfg.connect_timeout))}
+    # libpq wants whole seconds and treats 1 as 2. TCP keepalives let a dead network
+    # (no reset, no answer) surface as an error within about a minute.
+    return {
+        "connect_timeout": max(1, math.ceil(cfg.connect_timeout)),
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
 
 
 # MariaDB and MySQL

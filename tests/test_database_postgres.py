@@ -307,3 +307,15 @@ class TestPostgres:
 
     def test_ping_measures_a_round_trip(self, db: AlertDatabase) -> None:
         assert db.ping(5) > 0
+
+
+def test_connections_use_tcp_keepalives(db: AlertDatabase) -> None:
+    """A silently dead network must not hold a worker forever."""
+    db.evaluate("SELECT 'OK' AS status", 5)
+    engine = db._engine  # the pool created by the first query
+
+    with engine.connect() as conn:
+        params = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+
+    assert params.get("keepalives") == "1"
+    assert params.get("keepalives_idle") == "30"
