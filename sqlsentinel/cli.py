@@ -73,16 +73,14 @@ LogFormatOpt = Annotated[
     str | None,
     typer.Option(
         "--log-format",
-        envvar="SQLSENTINEL_LOG_FORMAT",
-        help="json or text (default: text on a terminal, json otherwise).",
+        help="json or text (default: env SQLSENTINEL_LOG_FORMAT, else text on a terminal, json otherwise).",
     ),
 ]
 LogLevelOpt = Annotated[
     str | None,
     typer.Option(
         "--log-level",
-        envvar="SQLSENTINEL_LOG_LEVEL",
-        help="debug, info, warning or error.",
+        help="debug, info, warning or error (default: env SQLSENTINEL_LOG_LEVEL, else info for the daemon, warning otherwise).",
     ),
 ]
 
@@ -130,8 +128,9 @@ def _setup_logging(
     try:
         configure_logging(
             fmt,
-            level or opts.get("log_level") or default_level,
+            level or opts.get("log_level"),
             stream=stream or sys.stderr,
+            default_level=default_level,
         )
     except ValueError as exc:
         _usage(str(exc))
@@ -233,10 +232,12 @@ def _fail(message: str, *, as_json: bool = False, code: int = EXIT_FAILED) -> No
 
 
 @app.command()
-def validate(config: ConfigArg, as_json: JsonOpt = False) -> None:
+def validate(ctx: typer.Context, config: ConfigArg, as_json: JsonOpt = False) -> None:
     """Check a configuration file and list every error with file, alert and field."""
     from sqlsentinel.config import config_summary
 
+    # The logging settings are part of what the daemon needs: check them too.
+    _setup_logging(ctx, None, None, default_level="warning")
     loaded = _load(config, as_json=as_json)
     if as_json:
         typer.echo(

@@ -151,8 +151,8 @@ def check_database_url(url: str) -> str:
         parsed.get_dialect()
     except NoSuchModuleError:
         raise ValueError(
-            f"no installed driver handles {parsed.drivername!r} URLs "
-            "(install the matching extra, e.g. sqlsentinel[postgresql])"
+            f"no installed driver handles {parsed.drivername!r} URLs (install its SQLAlchemy "
+            "dialect and driver; the extras cover postgresql, mysql, duckdb, bigquery and snowflake)"
         ) from None
     return url
 
@@ -710,12 +710,29 @@ def parse_config(text: str, file: str, env: Mapping[str, str]) -> LoadedConfig:
             i for i in _issues_from_pydantic(exc, file, data) if i.location not in unset
         )
         raise ConfigError(issues) from None
+    issues.extend(_legacy_smtp_issues(raw, env))
     if issues:
         raise ConfigError(issues)
     _register_config_secrets(raw)
     return LoadedConfig(
         path=file, raw=raw, databases=_databases(raw), alerts=tuple(_resolve(raw))
     )
+
+
+def _legacy_smtp_issues(
+    raw: SentinelConfig, env: Mapping[str, str]
+) -> list[ConfigIssue]:
+    """Without an ``smtp:`` section, email channels read SMTP_* variables: check them now."""
+    channels = [*raw.defaults.notify, *(c for a in raw.alerts for c in a.notify or [])]
+    if "smtp" in raw.model_fields_set or not any(
+        isinstance(c, EmailChannelConfig) for c in channels
+    ):
+        return []
+    try:
+        SmtpConfig.from_env_fallback(env)
+    except ConfigError as exc:
+        return exc.issues
+    return []
 
 
 def _cross_checks(data: dict[str, Any], file: str) -> list[ConfigIssue]:

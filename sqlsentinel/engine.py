@@ -362,9 +362,11 @@ class Engine:
         when = record.finished_at or self.clock.now()
         kind, new = decide(alert, prev, status, when, silenced)
         new.last_execution_id, new.last_run_at = record.execution_id, when
+        # A state never stored has no previous status: the first run reports null.
+        previous = prev.status if prev.version is not None else None
         record.status, record.previous_status, record.silenced = (
             status,
-            prev.status,
+            previous,
             silenced,
         )
         items: list[tuple[str, str, str, dict[str, Any]]] = []

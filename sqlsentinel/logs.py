@@ -230,9 +230,9 @@ def choose_format(fmt: str | None, stream: IO[str]) -> str:
     return chosen.lower()
 
 
-def choose_level(level: str | None) -> int:
-    """Option, then SQLSENTINEL_LOG_LEVEL, then INFO."""
-    chosen = level or os.environ.get(LEVEL_ENV) or "INFO"
+def choose_level(level: str | None, default: str = "INFO") -> int:
+    """Option, then SQLSENTINEL_LOG_LEVEL, then ``default``."""
+    chosen = level or os.environ.get(LEVEL_ENV) or default
     source = "--log-level" if level else LEVEL_ENV
     number = logging.getLevelName(chosen.upper())
     if not isinstance(number, int):
@@ -249,12 +249,18 @@ def _isatty(stream: IO[str]) -> bool:
 
 
 def configure_logging(
-    fmt: str | None = None, level: str | None = None, stream: IO[str] | None = None
+    fmt: str | None = None,
+    level: str | None = None,
+    stream: IO[str] | None = None,
+    default_level: str = "INFO",
 ) -> logging.Handler:
-    """Send all log records to `stream` (stdout) as JSON or text; return the handler."""
+    """Send all log records to `stream` (stdout) as JSON or text; return the handler.
+
+    The level is the option, then SQLSENTINEL_LOG_LEVEL, then ``default_level``.
+    """
     out = stream if stream is not None else sys.stdout
     chosen = choose_format(fmt, out)
-    level_no = choose_level(level)
+    level_no = choose_level(level, default_level)
     handler = _SentinelHandler(out)
     handler.addFilter(ContextFilter())
     handler.setFormatter(

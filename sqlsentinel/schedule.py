@@ -61,7 +61,7 @@ _NAMES: tuple[frozenset[str], ...] = (
     _MONTHS,
     _DAYS,
 )
-_PART = re.compile(r"(\*|[0-9a-z]+)(?:-([0-9a-z]+))?(/\d+)?")
+_PART = re.compile(r"(\*|[0-9a-z]+)(?:-([0-9a-z]+))?(/[0-9]+)?")
 
 
 def _part_ok(part: str, names: frozenset[str]) -> bool:

@@ -110,11 +110,24 @@ def _openssl_cert(files: TlsFiles) -> None:
         pytest.skip("neither the cryptography package nor the openssl command is here")
     subprocess.run(
         [
-            openssl, "req", "-x509", "-newkey", "ec",
-            "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-            "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
-            "-keyout", str(files.key), "-out", str(files.cert),
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+            "-keyout",
+            str(files.key),
+            "-out",
+            str(files.cert),
         ],
         check=True,
         capture_output=True,
@@ -221,9 +234,7 @@ class _SmtpHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(
-        self, server: Any, session: Any, envelope: Any
-    ) -> str:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw = bytes(envelope.content)
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         auth_data = session.auth_data if session.authenticated else None
@@ -297,10 +308,14 @@ class SmtpReceiver:
         self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
     ) -> AuthResult:
         assert self.auth is not None
-        ok = isinstance(data, LoginPassword) and (
-            data.login.decode(),
-            data.password.decode(),
-        ) == self.auth
+        ok = (
+            isinstance(data, LoginPassword)
+            and (
+                data.login.decode(),
+                data.password.decode(),
+            )
+            == self.auth
+        )
         if not ok:
             self.auth_failures += 1
         # handled=False: aiosmtpd itself answers 535 to a failed login.

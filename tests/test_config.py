@@ -319,3 +319,15 @@ def test_an_unset_variable_is_reported_once(write_config):
     found = issues_of(path)
 
     assert len(found) == 1 and "HOOK_URL is not set" in found[0]
+
+
+def test_legacy_smtp_variables_are_checked_by_validation(write_config):
+    path = write_config("""
+        database: {url: "sqlite:///x.db"}
+        alerts:
+          - {name: a, schedule: "@daily", query: "SELECT 1", notify: [{channel: email, recipients: [a@b.c]}]}
+    """)
+
+    found = issues_of(path, {"SMTP_USE_TLS": "maybe"})
+
+    assert len(found) == 1 and "SMTP_USE_TLS" in found[0]

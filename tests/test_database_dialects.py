@@ -26,7 +26,11 @@ os.environ.setdefault("NO_GCE_CHECK", "True")
         ("mariadb://u@127.0.0.1/db", "mariadb", "pymysql"),
         ("duckdb:///tmp/x.duckdb", "duckdb", "duckdb_engine"),
         ("bigquery://my-project/my_dataset", "bigquery", "bigquery"),
-        ("snowflake://user:pw@account/db/schema?warehouse=wh", "snowflake", "snowflake"),
+        (
+            "snowflake://user:pw@account/db/schema?warehouse=wh",
+            "snowflake",
+            "snowflake",
+        ),
     ],
 )
 def test_plain_schemes_load_the_extra_s_driver(url, dialect, driver):

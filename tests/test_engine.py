@@ -111,6 +111,7 @@ class TestLifeCycle:
             and body["actual_value"] == 50
             and body["threshold"] == 10
         )
+        assert body["previous_status"] is None  # the first run has no previous state
         assert body["context"] == {"where": "tank A"}
         assert store.get_state("level_high").status == "OK"
         assert [r.outcome for r in store.history("level_high")] == [

@@ -34,8 +34,9 @@ def smtp_for(rx: SmtpReceiver, **changes: Any) -> SmtpConfig:
     return SmtpConfig.model_validate(fields)
 
 
-def channel_for(rx: SmtpReceiver, config: EmailChannelConfig | None = None,
-                **smtp: Any) -> EmailChannel:
+def channel_for(
+    rx: SmtpReceiver, config: EmailChannelConfig | None = None, **smtp: Any
+) -> EmailChannel:
     channel = build_channel(config or email_config(), smtp_for(rx, **smtp))
     assert isinstance(channel, EmailChannel)
     return channel
@@ -259,7 +260,9 @@ async def test_rejected_recipient_550_is_permanent(smtp_receiver: SmtpReceiver) 
     assert "550" in str(caught.value)
 
 
-async def test_temporary_rejection_451_is_retryable(smtp_receiver: SmtpReceiver) -> None:
+async def test_temporary_rejection_451_is_retryable(
+    smtp_receiver: SmtpReceiver,
+) -> None:
     for address in ("ops@example.org", "dba@example.org"):
         smtp_receiver.reject[address] = "451 4.3.0 try again later"
     with pytest.raises(DeliveryError) as caught:
@@ -378,5 +381,7 @@ alerts:
     await build_channel(loaded.alerts[0].notify[0], smtp).send(sample_notification())
     assert smtp_receiver.messages[0].mail_from == "legacy@example.org"
 
-    with_section = parse_config("smtp: {host: relay.example.org}\n" + text, "a.yaml", env)
+    with_section = parse_config(
+        "smtp: {host: relay.example.org}\n" + text, "a.yaml", env
+    )
     assert smtp_settings(with_section, env).host == "relay.example.org"

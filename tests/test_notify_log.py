@@ -22,9 +22,13 @@ from sqlsentinel.notify.slack import SlackChannel
 from sqlsentinel.notify.webhook import WebhookChannel
 
 
-async def test_one_line_at_the_configured_level(caplog: pytest.LogCaptureFixture) -> None:
+async def test_one_line_at_the_configured_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG, logger="sqlsentinel.notify")
-    channel = build_channel(LogChannelConfig(channel="log", level="error"), SmtpConfig())
+    channel = build_channel(
+        LogChannelConfig(channel="log", level="error"), SmtpConfig()
+    )
 
     await channel.send(sample_notification())
 

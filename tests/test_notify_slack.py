@@ -74,7 +74,10 @@ async def test_block_kit_message(http_receiver: HttpReceiver) -> None:
     ]
     assert footer["type"] == "context"
     assert "`exec-0001`" in footer["elements"][0]["text"]
-    assert body["text"] == "orders <late> is firing: status ALERT, value 12.30, threshold 10"
+    assert (
+        body["text"]
+        == "orders <late> is firing: status ALERT, value 12.30, threshold 10"
+    )
     assert "channel" not in body
     assert "username" not in body
 

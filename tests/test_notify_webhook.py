@@ -20,7 +20,11 @@ TOKEN = "Bearer tok-9f8e7d6c5b4a"
 
 
 def webhook(rx: HttpReceiver, **changes: Any) -> WebhookChannel:
-    fields: dict[str, Any] = {"channel": "webhook", "url": rx.url("/hook"), "timeout": 5}
+    fields: dict[str, Any] = {
+        "channel": "webhook",
+        "url": rx.url("/hook"),
+        "timeout": 5,
+    }
     fields.update(changes)
     channel = build_channel(WebhookChannelConfig.model_validate(fields), SmtpConfig())
     assert isinstance(channel, WebhookChannel)

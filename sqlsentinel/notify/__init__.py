@@ -60,4 +60,11 @@ def render_template(notification: Notification, template: str, key: str) -> str:
         raise DeliveryError(message, retryable=False) from None
 
 
-__all__ = ["Channel", "ChannelCheck", "Notification", "build_channel", "render_template", "smtp_settings"]
+__all__ = [
+    "Channel",
+    "ChannelCheck",
+    "Notification",
+    "build_channel",
+    "render_template",
+    "smtp_settings",
+]
