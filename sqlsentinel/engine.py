@@ -371,12 +371,22 @@ class Engine:
         )
         items: list[tuple[str, str, str, dict[str, Any]]] = []
         if kind is not None:
-            payload = self._notification(alert, record, kind, when).to_payload()
-            items = [(ch.key, ch.label, kind, payload) for ch in alert.notify]
+            items = self._owed_items(alert, record, kind, when)
         record.notifications = [
             {"channel": label, "kind": k, "status": "owed"} for _, label, k, _ in items
         ]
         return record, new, items
+
+    def _owed_items(
+        self,
+        alert: Alert,
+        record: ExecutionRecord,
+        kind: NotificationKind,
+        when: datetime,
+    ) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """One (channel key, label, kind, payload) per channel of the alert: what is owed."""
+        payload = self._notification(alert, record, kind, when).to_payload()
+        return [(ch.key, ch.label, kind, payload) for ch in alert.notify]
 
     def _notification(
         self,
@@ -546,8 +556,7 @@ class Engine:
             last = await self.in_state_thread(self.store.last_execution, alert.name)
             if last is None:
                 continue
-            note = self._notification(alert, last, kind, now)
-            items = [(ch.key, ch.label, kind, note.to_payload()) for ch in alert.notify]
+            items = self._owed_items(alert, last, kind, now)
             try:
                 await self.in_state_thread(
                     self.store.enqueue, last.execution_id, alert.name, items, new, now

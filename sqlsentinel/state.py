@@ -390,19 +390,8 @@ class StateStore:
                 if record.outcome != "cancelled":
                     _upsert_state(conn, state, now)
                 owed.extend(
-                    {
-                        "execution_id": record.execution_id,
-                        "alert_name": record.alert_name,
-                        "channel_key": key,
-                        "channel_label": label,
-                        "kind": kind,
-                        "payload": json.dumps(payload, ensure_ascii=False),
-                        "status": "owed",
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                    }
-                    for key, label, kind, payload in notifications
+                    _owed_row(record.execution_id, record.alert_name, item, now)
+                    for item in notifications
                 )
             if rows:
                 conn.execute(insert(executions), rows)
@@ -425,23 +414,11 @@ class StateStore:
         now = now or datetime.now(UTC)
         with self._conn() as conn:
             _upsert_state(conn, state, now)
-            for key, label, kind, payload in items:
+            for item in items:
                 try:
                     with conn.begin_nested():
-                        conn.execute(
-                            insert(outbox).values(
-                                execution_id=execution_id,
-                                alert_name=alert_name,
-                                channel_key=key,
-                                channel_label=label,
-                                kind=kind,
-                                payload=json.dumps(payload, ensure_ascii=False),
-                                status="owed",
-                                attempts=0,
-                                next_attempt_at=now,
-                                created_at=now,
-                            )
-                        )
+                        row = _owed_row(execution_id, alert_name, item, now)
+                        conn.execute(insert(outbox).values(**row))
                 except IntegrityError:
                     continue  # already owed for that execution and channel
 
@@ -799,6 +776,28 @@ def _add_column(conn: Connection, table: Table, column: Column[Any]) -> None:
             f"cannot add required column {table.name}.{column.name} without a default"
         )
     conn.execute(text(ddl))
+
+
+def _owed_row(
+    execution_id: str,
+    alert_name: str,
+    item: tuple[str, str, str, dict[str, Any]],
+    now: datetime,
+) -> dict[str, Any]:
+    """An outbox row for one (channel_key, channel_label, kind, payload), due at ``now``."""
+    key, label, kind, payload = item
+    return {
+        "execution_id": execution_id,
+        "alert_name": alert_name,
+        "channel_key": key,
+        "channel_label": label,
+        "kind": kind,
+        "payload": json.dumps(payload, ensure_ascii=False),
+        "status": "owed",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
 
 
 def _delivery(row: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -38,6 +39,12 @@ def sentinel(
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+def history_of(state_url: str) -> list[dict[str, Any]]:
+    """The recorded executions, as `sqlsentinel history --json` lists them."""
+    result = sentinel("history", "--state-db", state_url, "--json")
+    return list(json.loads(result.stdout)["executions"])
 
 
 def free_port() -> int:
@@ -316,9 +323,7 @@ class TestDaemon:
         assert len(executed) >= 2 and {
             line["context"]["alert_name"] for line in executed
         } == {"level_high"}
-        history = json.loads(
-            sentinel("history", "--state-db", state_url, "--json").stdout
-        )["executions"]
+        history = history_of(state_url)
         assert {h["trigger"] for h in history} == {"schedule"} and len(history) >= 2
 
     @pytest.mark.postgres
@@ -343,9 +348,7 @@ class TestDaemon:
         proc.communicate(timeout=30)
 
         assert proc.returncode == 0
-        history = json.loads(
-            sentinel("history", "--state-db", state_url, "--json").stdout
-        )["executions"]
+        history = history_of(state_url)
         assert [(h["alert_name"], h["outcome"], h["error"]) for h in history] == [
             ("slow", "cancelled", "cut short by shutdown")
         ]
@@ -407,9 +410,7 @@ class TestErrorsAreClear:
         proc.communicate(timeout=30)
 
         assert proc.returncode == 143
-        history = json.loads(
-            sentinel("history", "--state-db", state_url, "--json").stdout
-        )["executions"]
+        history = history_of(state_url)
         assert [(h["alert_name"], h["outcome"]) for h in history] == [
             ("slow", "cancelled")
         ]
